@@ -1,0 +1,1 @@
+"""The `recapture` command line (typer + rich)."""

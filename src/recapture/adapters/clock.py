@@ -1,0 +1,61 @@
+"""Clocks: the system clock in production, a manual clock (persisted, never going backwards) in simulations."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from recapture.adapters.storage.schema import service_state
+
+_CLOCK_KEY = "manual_clock"
+
+
+class ClockWentBackwardsError(ValueError):
+    def __init__(self, current: datetime, requested: datetime) -> None:
+        super().__init__(f"the clock is at {current.isoformat()}; it cannot go back to {requested.isoformat()}")
+        self.current = current
+
+
+class SystemClock:
+    mode = "system"
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+
+class ManualClock:
+    """Stands still once set; its time survives restarts so a simulation can resume.
+
+    Until the first `set` it follows the system clock, so a driver may start its simulation at any date.
+    """
+
+    mode = "manual"
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        with engine.connect() as conn:
+            stored = conn.execute(select(service_state.c.value).where(service_state.c.key == _CLOCK_KEY)).scalar()
+        self._now: datetime | None = datetime.fromisoformat(stored) if stored else None
+
+    def now(self) -> datetime:
+        return self._now or datetime.now(timezone.utc)
+
+    def set(self, when: datetime) -> datetime:
+        when = when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        with self._lock:
+            if self._now is not None and when < self._now:
+                raise ClockWentBackwardsError(self._now, when)
+            self._persist(when)
+            self._now = when
+        return when
+
+    def _persist(self, when: datetime) -> None:
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(service_state).values(key=_CLOCK_KEY, value=when.isoformat())
+        statement = statement.on_conflict_do_update(index_elements=["key"], set_={"value": when.isoformat()})
+        with self._engine.begin() as conn:
+            conn.execute(statement)

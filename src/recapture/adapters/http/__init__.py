@@ -1,0 +1,1 @@
+"""The HTTP service (Starlette on uvicorn): collector, webhooks, pixel script, admin, health and metrics."""

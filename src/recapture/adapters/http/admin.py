@@ -1,0 +1,52 @@
+"""Admin endpoints (bearer token): the manual clock and the status a simulation driver waits on."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from recapture.adapters.clock import ClockWentBackwardsError, ManualClock
+from recapture.adapters.http.context import HttpContext
+from recapture.adapters.http.responses import error_response, json_response
+
+
+class ClockRequest(msgspec.Struct):
+    now: datetime
+
+
+def authorized(request: Request, ctx: HttpContext) -> Response | None:
+    """None when the caller holds the admin token, else the response that refuses it."""
+    expected = ctx.settings.admin_token
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    if expected is None:
+        return error_response(401, "admin_disabled", "set RECAPTURE_ADMIN_TOKEN to use admin endpoints")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        return error_response(401, "unauthorized", "send Authorization: Bearer <admin token>")
+    return None
+
+
+async def set_clock(request: Request, ctx: HttpContext, clock: object) -> Response:
+    if (refusal := authorized(request, ctx)) is not None:
+        return refusal
+    if not isinstance(clock, ManualClock):
+        return error_response(409, "clock_not_manual", "the clock is manual only with RECAPTURE_CLOCK=manual")
+    try:
+        wanted = msgspec.json.decode(await request.body(), type=ClockRequest).now
+    except msgspec.MsgspecError as error:
+        return error_response(422, "invalid_clock", f'send {{"now": "<ISO-8601>"}}: {error}')
+    try:
+        now = clock.set(wanted)
+    except ClockWentBackwardsError as error:
+        return error_response(409, "clock_backwards", str(error), now=error.current.isoformat())
+    return json_response({"now": now.isoformat()})
+
+
+async def status(request: Request, ctx: HttpContext) -> Response:
+    if (refusal := authorized(request, ctx)) is not None:
+        return refusal
+    return json_response(ctx.status.status())

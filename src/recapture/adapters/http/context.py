@@ -1,0 +1,32 @@
+"""What the HTTP routes need, handed over once by the wiring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from recapture.adapters.observability.metrics import Metrics
+from recapture.application.collector import Collector
+from recapture.application.ports import EventStore
+from recapture.settings import Settings, ShopSettings
+
+
+class Readiness(Protocol):
+    def check(self) -> dict[str, bool]: ...
+
+
+class StatusSource(Protocol):
+    def status(self) -> dict[str, object]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpContext:
+    settings: Settings
+    shops: dict[str, ShopSettings]
+    collector: Collector
+    store: EventStore
+    metrics: Metrics
+    readiness: Readiness
+    status: StatusSource
+    pixel_script: str
+    allowed_origins: frozenset[str] = field(default_factory=frozenset)

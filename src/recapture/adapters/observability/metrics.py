@@ -1,0 +1,37 @@
+"""Prometheus metrics, on a registry of the application's own (several apps can live in one test process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.received = Counter(
+            "recapture_events_received", "Events received, before validation", ["source"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "recapture_events_rejected", "Events or requests rejected, by reason", ["source", "reason"],
+            registry=self.registry,
+        )
+        self.stored = Counter("recapture_events_stored", "Events committed to storage", ["source"], registry=self.registry)
+        self.duplicates = Counter(
+            "recapture_events_duplicate", "Events already stored (retries, webhook redeliveries)", ["source"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "recapture_queue_depth", "Work that is due now, per queue", ["queue"], registry=self.registry
+        )
+
+    def watch_queue(self, queue: str, depth: Callable[[], float]) -> None:
+        self.queue_depth.labels(queue=queue).set_function(depth)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def total(self, counter: Counter) -> int:
+        return int(sum(sample.value for metric in counter.collect() for sample in metric.samples
+                       if sample.name.endswith("_total")))

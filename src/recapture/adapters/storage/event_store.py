@@ -1,0 +1,247 @@
+"""The event log on SQLAlchemy Core: batched, idempotent inserts; contact data sealed at rest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import Engine, delete, func, insert, select, tuple_, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from recapture.adapters.storage.schema import event_identifiers, events, privacy_requests
+from recapture.adapters.storage.sealing import Sealer
+from recapture.application.ports import ErasureReport, EventCounts, PendingEvent
+from recapture.domain.events import CONTACT_TYPES, CanonicalEvent, EventKind, Identifier, IdentifierType
+
+# Identifiers that tie events of one shopper together without naming them; erasure follows them one hop.
+LINKING_TYPES = frozenset(
+    {IdentifierType.CLIENT_ID, IdentifierType.CHECKOUT_TOKEN, IdentifierType.CART_TOKEN, IdentifierType.ORDER_ID}
+)
+NAMING_TYPES = frozenset({IdentifierType.SHOPIFY_CUSTOMER_ID, *CONTACT_TYPES})
+_IN_CHUNK = 500
+
+
+def _body(event: CanonicalEvent) -> dict[str, Any]:
+    device = event.device
+    return {
+        "commerce": msgspec.to_builtins(event.commerce),
+        "attribution": msgspec.to_builtins(event.attribution),
+        "consent": msgspec.to_builtins(event.consent) if event.consent else None,
+        "device": {"language": device.language, "screen": device.screen, "timezone": device.timezone},
+        "meta": event.source_meta,
+    }
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SqlEventStore:
+    def __init__(self, engine: Engine, sealer: Sealer) -> None:
+        self._engine = engine
+        self._sealer = sealer
+
+    # -- writing -------------------------------------------------------------------------------------------------
+
+    def store(self, batch: Sequence[CanonicalEvent]) -> list[bool]:
+        try:
+            with self._engine.begin() as conn:
+                return self._store_in(conn, batch)
+        except IntegrityError:
+            # Another process stored one of these between our check and our insert: settle them one by one.
+            return [self._store_one(event) for event in batch]
+
+    def _store_one(self, event: CanonicalEvent) -> bool:
+        try:
+            with self._engine.begin() as conn:
+                return self._store_in(conn, [event])[0]
+        except IntegrityError:
+            return False
+
+    def _store_in(self, conn: Connection, batch: Sequence[CanonicalEvent]) -> list[bool]:
+        keys = [(e.shop, e.source.value, e.source_event_id) for e in batch]
+        seen = self._existing_keys(conn, keys)
+        fresh: list[CanonicalEvent] = []
+        outcome: list[bool] = []
+        for key, event in zip(keys, batch, strict=True):
+            is_new = key not in seen
+            seen.add(key)
+            outcome.append(is_new)
+            if is_new:
+                fresh.append(event)
+        if fresh:
+            self._insert(conn, fresh)
+        return outcome
+
+    def _existing_keys(self, conn: Connection, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        found: set[tuple[str, str, str]] = set()
+        key_columns = tuple_(events.c.shop, events.c.source, events.c.source_event_id)
+        for chunk in _chunks(list(set(keys))):
+            rows = conn.execute(select(events.c.shop, events.c.source, events.c.source_event_id).where(key_columns.in_(chunk)))
+            found.update((r.shop, r.source, r.source_event_id) for r in rows)
+        return found
+
+    def _insert(self, conn: Connection, fresh: list[CanonicalEvent]) -> None:
+        rows = [self._event_row(e) for e in fresh]
+        ids = conn.execute(insert(events).returning(events.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        identifier_rows = [
+            self._identifier_row(event.shop, event_id, identifier)
+            for event_id, event in zip(ids, fresh, strict=True)
+            for identifier in event.identifiers
+        ]
+        if identifier_rows:
+            conn.execute(insert(event_identifiers), identifier_rows)
+
+    def _event_row(self, event: CanonicalEvent) -> dict[str, Any]:
+        return {
+            "shop": event.shop,
+            "source": event.source.value,
+            "source_event_id": event.source_event_id,
+            "kind": event.kind.value,
+            "name": event.name[:255],
+            "occurred_at": event.occurred_at,
+            "received_at": event.received_at,
+            "timestamp_flag": event.timestamp_flag.value,
+            "page_url": event.page_url,
+            "ip": event.device.ip,
+            "user_agent": event.device.user_agent,
+            "body": _body(event),
+            "sealed_raw": self._sealer.seal(event.raw),
+        }
+
+    def _identifier_row(self, shop: str, event_id: int, identifier: Identifier) -> dict[str, Any]:
+        contact = identifier.is_contact
+        return {
+            "shop": shop,
+            "event_id": event_id,
+            "type": identifier.type.value,
+            "value_hash": self._sealer.identifier_hash(shop, identifier.type.value, identifier.value),
+            "value": None if contact else identifier.value,
+            "sealed_value": self._sealer.seal(identifier.value.encode()) if contact else None,
+        }
+
+    # -- processing queue ----------------------------------------------------------------------------------------
+
+    def pending(self, limit: int) -> list[PendingEvent]:
+        query = (
+            select(events.c.id, events.c.shop, events.c.kind, events.c.occurred_at)
+            .where(events.c.processed_at.is_(None))
+            .order_by(events.c.id)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+            identifiers = self._identifiers_of(conn, [r.id for r in rows])
+        return [
+            PendingEvent(
+                id=r.id, shop=r.shop, kind=EventKind(r.kind), occurred_at=r.occurred_at,
+                identifiers=tuple(identifiers.get(r.id, ())),
+            )
+            for r in rows
+        ]
+
+    def _identifiers_of(self, conn: Connection, event_ids: Sequence[int]) -> dict[int, list[Identifier]]:
+        found: dict[int, list[Identifier]] = {}
+        for chunk in _chunks(event_ids):
+            query = select(
+                event_identifiers.c.event_id, event_identifiers.c.type,
+                event_identifiers.c.value, event_identifiers.c.sealed_value,
+            ).where(event_identifiers.c.event_id.in_(chunk)).order_by(event_identifiers.c.id)
+            for row in conn.execute(query):
+                value = row.value if row.sealed_value is None else self._sealer.open(row.sealed_value).decode()
+                found.setdefault(row.event_id, []).append(Identifier(type=IdentifierType(row.type), value=value))
+        return found
+
+    def mark_processed(self, ids: Sequence[int], at: datetime) -> None:
+        with self._engine.begin() as conn:
+            for chunk in _chunks(ids):
+                conn.execute(update(events).where(events.c.id.in_(chunk)).values(processed_at=at))
+
+    def counts(self) -> EventCounts:
+        with self._engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(events)).scalar_one()
+            pending = conn.execute(
+                select(func.count()).select_from(events).where(events.c.processed_at.is_(None))
+            ).scalar_one()
+        return EventCounts(stored=stored, processed=stored - pending, pending=pending)
+
+    def read_raw(self, event_id: int) -> bytes:
+        with self._engine.connect() as conn:
+            sealed = conn.execute(select(events.c.sealed_raw).where(events.c.id == event_id)).scalar_one()
+        return self._sealer.open(sealed)
+
+    # -- privacy -------------------------------------------------------------------------------------------------
+
+    def erase_customer(self, shop: str, identifiers: Sequence[Identifier]) -> ErasureReport:
+        naming = [i for i in identifiers if i.type in NAMING_TYPES]
+        if not naming:
+            return ErasureReport()
+        with self._engine.begin() as conn:
+            direct = self._events_with(conn, shop, [self._hash(shop, i) for i in naming])
+            linked = self._linked_events(conn, shop, direct, {self._hash(shop, i) for i in naming})
+            doomed = sorted(direct | linked)
+            removed_identifiers = self._delete_events(conn, doomed)
+        return ErasureReport(
+            events=len(doomed), identifiers=removed_identifiers,
+            details={"direct_events": len(direct), "linked_events": len(linked)},
+        )
+
+    def _hash(self, shop: str, identifier: Identifier) -> bytes:
+        return self._sealer.identifier_hash(shop, identifier.type.value, identifier.value)
+
+    def _events_with(self, conn: Connection, shop: str, hashes: Sequence[bytes]) -> set[int]:
+        found: set[int] = set()
+        for chunk in _chunks(list(hashes)):
+            query = select(event_identifiers.c.event_id).where(
+                event_identifiers.c.shop == shop, event_identifiers.c.value_hash.in_(chunk)
+            )
+            found.update(conn.execute(query).scalars())
+        return found
+
+    def _linked_events(self, conn: Connection, shop: str, direct: set[int], own: set[bytes]) -> set[int]:
+        """Events sharing a device id or token with the customer's events, unless they name someone else."""
+        link_hashes: set[bytes] = set()
+        for chunk in _chunks(sorted(direct)):
+            query = select(event_identifiers.c.value_hash).where(
+                event_identifiers.c.event_id.in_(chunk),
+                event_identifiers.c.type.in_([t.value for t in LINKING_TYPES]),
+            )
+            link_hashes.update(conn.execute(query).scalars())
+        candidates = self._events_with(conn, shop, sorted(link_hashes)) - direct
+        foreign: set[int] = set()
+        for chunk in _chunks(sorted(candidates)):
+            query = select(event_identifiers.c.event_id, event_identifiers.c.value_hash).where(
+                event_identifiers.c.event_id.in_(chunk),
+                event_identifiers.c.type.in_([t.value for t in NAMING_TYPES]),
+            )
+            foreign.update(row.event_id for row in conn.execute(query) if row.value_hash not in own)
+        return candidates - foreign
+
+    def _delete_events(self, conn: Connection, event_ids: Sequence[int]) -> int:
+        removed = 0
+        for chunk in _chunks(event_ids):
+            removed += conn.execute(delete(event_identifiers).where(event_identifiers.c.event_id.in_(chunk))).rowcount
+            conn.execute(delete(events).where(events.c.id.in_(chunk)))
+        return removed
+
+    def erase_shop(self, shop: str) -> ErasureReport:
+        with self._engine.begin() as conn:
+            removed_identifiers = conn.execute(delete(event_identifiers).where(event_identifiers.c.shop == shop)).rowcount
+            removed_events = conn.execute(delete(events).where(events.c.shop == shop)).rowcount
+        return ErasureReport(events=removed_events, identifiers=removed_identifiers)
+
+    def record_privacy_request(
+        self, shop: str, kind: EventKind, event_id: int, requested_at: datetime, completed_at: datetime,
+        outcome: dict[str, int],
+    ) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                insert(privacy_requests).values(
+                    shop=shop, kind=kind.value, event_id=event_id, requested_at=requested_at,
+                    completed_at=completed_at, outcome=outcome,
+                )
+            )

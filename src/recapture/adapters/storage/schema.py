@@ -1,0 +1,121 @@
+"""Tables. Every table that holds shop data carries the shop, so one installation serves many stores."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Dialect,
+    TypeDecorator,
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants 64 bits for an event log.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which has no time zones) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+        utc = value.astimezone(timezone.utc)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+Timestamp = UtcDateTime()
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("source_event_id", String(255), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("occurred_at", Timestamp, nullable=False),
+    Column("received_at", Timestamp, nullable=False),
+    Column("timestamp_flag", String(16), nullable=False),
+    Column("page_url", Text),
+    Column("ip", String(64)),
+    Column("user_agent", Text),
+    # The normalized payload (commerce, attribution, consent, device); contact data lives only in `sealed_raw`
+    # and in event_identifiers, both encrypted.
+    Column("body", Json, nullable=False),
+    Column("sealed_raw", LargeBinary, nullable=False),
+    Column("processed_at", Timestamp),
+    UniqueConstraint("shop", "source", "source_event_id", name="uq_events_source_id"),
+)
+Index("ix_events_shop_occurred", events.c.shop, events.c.occurred_at)
+Index(
+    "ix_events_unprocessed",
+    events.c.id,
+    sqlite_where=events.c.processed_at.is_(None),
+    postgresql_where=events.c.processed_at.is_(None),
+)
+
+event_identifiers = Table(
+    "event_identifiers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("event_id", Id, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(32), nullable=False),
+    # Keyed hash: equal values match without the plaintext being searchable.
+    Column("value_hash", LargeBinary(32), nullable=False),
+    # Plaintext for device ids and tokens; contact values (email, phone) only sealed.
+    Column("value", String(512)),
+    Column("sealed_value", LargeBinary),
+)
+Index("ix_event_identifiers_lookup", event_identifiers.c.shop, event_identifiers.c.value_hash)
+Index("ix_event_identifiers_event", event_identifiers.c.event_id)
+
+privacy_requests = Table(
+    "privacy_requests",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("event_id", Id),
+    Column("requested_at", Timestamp, nullable=False),
+    Column("completed_at", Timestamp),
+    # What was done, as counts only: the audit trail of an erasure must not itself hold personal data.
+    Column("outcome", Json),
+)
+Index("ix_privacy_requests_shop", privacy_requests.c.shop, privacy_requests.c.requested_at)
+
+# Installation-wide state (not shop data): the manual clock of simulations.
+service_state = Table(
+    "service_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

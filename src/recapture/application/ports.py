@@ -1,0 +1,58 @@
+"""The ports the application needs; adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from recapture.domain.events import CanonicalEvent, EventKind, Identifier
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingEvent:
+    id: int
+    shop: str
+    kind: EventKind
+    occurred_at: datetime
+    identifiers: tuple[Identifier, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventCounts:
+    stored: int
+    processed: int
+    pending: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErasureReport:
+    events: int = 0
+    identifiers: int = 0
+    details: dict[str, int] = field(default_factory=dict)
+
+
+class EventStore(Protocol):
+    def store(self, events: Sequence[CanonicalEvent]) -> list[bool]:
+        """Persist and commit; True for each event stored, False for a duplicate of one stored before."""
+        ...
+
+    def pending(self, limit: int) -> list[PendingEvent]: ...
+
+    def mark_processed(self, ids: Sequence[int], at: datetime) -> None: ...
+
+    def counts(self) -> EventCounts: ...
+
+    def erase_customer(self, shop: str, identifiers: Sequence[Identifier]) -> ErasureReport: ...
+
+    def erase_shop(self, shop: str) -> ErasureReport: ...
+
+    def record_privacy_request(
+        self, shop: str, kind: EventKind, event_id: int, requested_at: datetime, completed_at: datetime,
+        outcome: dict[str, int],
+    ) -> None: ...

@@ -1,0 +1,32 @@
+"""Campaign parameters and click ids from a landing URL."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from recapture.domain.events import Attribution
+
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id")
+# Click ids name the ad network that sent the visit; `_kx` is Klaviyo's exchange id on email links.
+CLICK_ID_KEYS = ("fbclid", "gclid", "gbraid", "wbraid", "ttclid", "msclkid", "_kx")
+MAX_PARAMETER_LENGTH = 512
+
+
+def query_parameters(url: str | None) -> dict[str, str]:
+    if not url:
+        return {}
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return {}
+    return {key: value for key, value in parse_qsl(query) if value and len(value) <= MAX_PARAMETER_LENGTH}
+
+
+def attribution_from_url(url: str | None) -> Attribution:
+    params = query_parameters(url)
+    if not params:
+        return Attribution()
+    return Attribution(
+        utm={key: params[key] for key in UTM_KEYS if key in params},
+        click_ids={key: params[key] for key in CLICK_ID_KEYS if key in params},
+    )

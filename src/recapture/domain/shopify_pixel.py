@@ -1,0 +1,274 @@
+"""Shopify Web Pixels events (as `analytics.subscribe` delivers them) to canonical events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin
+
+from recapture.domain.attribution import attribution_from_url
+from recapture.domain.events import (
+    EMPTY_COMMERCE,
+    CanonicalEvent,
+    Commerce,
+    Consent,
+    Device,
+    EventKind,
+    Identifier,
+    IdentifierType,
+    Product,
+    Source,
+)
+from recapture.domain.identifiers import (
+    cart_token_from_url,
+    clean_token,
+    klaviyo_cookie_identifiers,
+    normalize_email,
+    normalize_phone,
+    shopify_numeric_id,
+    unique_identifiers,
+)
+from recapture.domain.money import currency_of, to_decimal
+from recapture.domain.timestamps import DEFAULT_TIMESTAMP_POLICY, TimestampPolicy, clamp_occurred_at, parse_timestamp
+
+STANDARD_EVENTS: dict[str, EventKind] = {
+    kind.value: kind
+    for kind in (
+        EventKind.PAGE_VIEWED,
+        EventKind.PRODUCT_VIEWED,
+        EventKind.COLLECTION_VIEWED,
+        EventKind.SEARCH_SUBMITTED,
+        EventKind.PRODUCT_ADDED_TO_CART,
+        EventKind.PRODUCT_REMOVED_FROM_CART,
+        EventKind.CART_VIEWED,
+        EventKind.CHECKOUT_STARTED,
+        EventKind.CHECKOUT_CONTACT_INFO_SUBMITTED,
+        EventKind.CHECKOUT_ADDRESS_INFO_SUBMITTED,
+        EventKind.CHECKOUT_SHIPPING_INFO_SUBMITTED,
+        EventKind.PAYMENT_INFO_SUBMITTED,
+        EventKind.CHECKOUT_COMPLETED,
+    )
+}
+
+Json = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PixelEnvelope:
+    """The collector's public wire format: one pixel event and what the pixel knew beside it."""
+
+    shop: str
+    event_id: str
+    name: str
+    timestamp: object
+    client_id: str
+    context: Json
+    data: Json
+    customer: Json | None
+    consent: Json | None
+    cookies: Mapping[str, str]
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestFacts:
+    received_at: datetime
+    ip: str | None
+    user_agent: str | None
+
+
+def _dict(value: object) -> Json:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _cart_token_from_gid(cart_id: object) -> str | None:
+    # Pixel carts are gid://shopify/Cart/<token>?key=<secret>; the key must never be stored as an identifier.
+    text = clean_token(cart_id)
+    if text is None:
+        return None
+    token = text.rsplit("/", 1)[-1].split("?", 1)[0]
+    return clean_token(token)
+
+
+def variant_product(variant: Json, quantity: object = 1, page_origin: str | None = None) -> Product:
+    product = _dict(variant.get("product"))
+    price = _dict(variant.get("price"))
+    url = product.get("url") if isinstance(product.get("url"), str) else None
+    return Product(
+        product_id=shopify_numeric_id(product.get("id")),
+        variant_id=shopify_numeric_id(variant.get("id")),
+        sku=clean_token(variant.get("sku")),
+        title=product.get("title") or variant.get("title"),
+        variant_title=variant.get("title") if product.get("title") else None,
+        price=to_decimal(price),
+        currency=currency_of(price),
+        image_url=_dict(variant.get("image")).get("src"),
+        url=urljoin(page_origin, url) if page_origin and url else url,
+        quantity=quantity if isinstance(quantity, int) and quantity > 0 else 1,
+    )
+
+
+def _checkout_commerce(checkout: Json, page_url: str | None, origin: str | None) -> Commerce:
+    products = []
+    for line in checkout.get("lineItems") or ():
+        line = _dict(line)
+        variant = _dict(line.get("variant"))
+        products.append(variant_product(variant, line.get("quantity"), origin))
+    total = _dict(checkout.get("totalPrice")) or _dict(checkout.get("subtotalPrice"))
+    codes = tuple(
+        str(d.get("title"))
+        for d in (_dict(x) for x in checkout.get("discountApplications") or ())
+        if d.get("type") == "DISCOUNT_CODE" and d.get("title")
+    )
+    order = _dict(checkout.get("order"))
+    return Commerce(
+        products=tuple(products),
+        value=to_decimal(total),
+        currency=currency_of(total) or checkout.get("currencyCode"),
+        item_count=sum(p.quantity for p in products),
+        checkout_token=clean_token(checkout.get("token")),
+        cart_token=cart_token_from_url(page_url),
+        checkout_url=page_url if page_url and "/checkouts/" in page_url else None,
+        order_id=shopify_numeric_id(order.get("id")),
+        discount_codes=codes,
+    )
+
+
+def _cart_commerce(cart: Json, origin: str | None) -> Commerce:
+    products = tuple(
+        variant_product(_dict(line.get("merchandise")), line.get("quantity"), origin)
+        for line in (_dict(x) for x in cart.get("lines") or ())
+    )
+    total = _dict(_dict(cart.get("cost")).get("totalAmount"))
+    return Commerce(
+        products=products,
+        value=to_decimal(total),
+        currency=currency_of(total),
+        item_count=cart.get("totalQuantity") or sum(p.quantity for p in products),
+        cart_token=_cart_token_from_gid(cart.get("id")),
+    )
+
+
+def commerce_of(kind: EventKind, data: Json, page_url: str | None, origin: str | None) -> Commerce:
+    if kind is EventKind.PRODUCT_VIEWED:
+        product = variant_product(_dict(data.get("productVariant")), 1, origin)
+        return Commerce(products=(product,), value=product.price, currency=product.currency, item_count=1)
+    if kind in (EventKind.PRODUCT_ADDED_TO_CART, EventKind.PRODUCT_REMOVED_FROM_CART):
+        line = _dict(data.get("cartLine"))
+        product = variant_product(_dict(line.get("merchandise")), line.get("quantity"), origin)
+        cost = _dict(_dict(line.get("cost")).get("totalAmount"))
+        return Commerce(
+            products=(product,), value=to_decimal(cost) or product.price,
+            currency=currency_of(cost) or product.currency, item_count=product.quantity,
+        )
+    if kind is EventKind.CART_VIEWED:
+        return _cart_commerce(_dict(data.get("cart")), origin)
+    if kind is EventKind.COLLECTION_VIEWED:
+        return Commerce(collection_title=_dict(data.get("collection")).get("title"))
+    if kind is EventKind.SEARCH_SUBMITTED:
+        return Commerce(search_query=_dict(data.get("searchResult")).get("query"))
+    if "checkout" in data:
+        return _checkout_commerce(_dict(data.get("checkout")), page_url, origin)
+    return EMPTY_COMMERCE
+
+
+def _contact_identifiers(source: Json, default_region: str) -> list[Identifier]:
+    found = []
+    email = normalize_email(source.get("email"))
+    if email:
+        found.append(Identifier(type=IdentifierType.EMAIL, value=email))
+    for key in ("phone", "smsMarketingPhone"):
+        phone = normalize_phone(source.get(key), default_region)
+        if phone:
+            found.append(Identifier(type=IdentifierType.PHONE, value=phone))
+    return found
+
+
+def identifiers_of(envelope: PixelEnvelope, commerce: Commerce, default_region: str) -> tuple[Identifier, ...]:
+    found = [Identifier(type=IdentifierType.CLIENT_ID, value=envelope.client_id)]
+    customer = _dict(envelope.customer)
+    customer_id = shopify_numeric_id(customer.get("id"))
+    if customer_id:
+        found.append(Identifier(type=IdentifierType.SHOPIFY_CUSTOMER_ID, value=customer_id))
+    found += _contact_identifiers(customer, default_region)
+    found += _contact_identifiers(_dict(envelope.data.get("checkout")), default_region)
+    for kind, value in (
+        (IdentifierType.CHECKOUT_TOKEN, commerce.checkout_token),
+        (IdentifierType.CART_TOKEN, commerce.cart_token),
+        (IdentifierType.ORDER_ID, commerce.order_id),
+    ):
+        if value:
+            found.append(Identifier(type=kind, value=value))
+    found += klaviyo_cookie_identifiers(envelope.cookies.get("__kla_id"))
+    return unique_identifiers(found)
+
+
+def consent_of(payload: Json | None) -> Consent | None:
+    if not isinstance(payload, Mapping):
+        return None
+    # visitorConsentCollected nests the flags under `customerPrivacy`; init.customerPrivacy does not.
+    flags = _dict(payload.get("customerPrivacy")) or payload
+
+    def flag(key: str) -> bool | None:
+        value = flags.get(key)
+        return value if isinstance(value, bool) else None
+
+    return Consent(
+        analytics=flag("analyticsProcessingAllowed"),
+        marketing=flag("marketingAllowed"),
+        preferences=flag("preferencesProcessingAllowed"),
+        sale_of_data=flag("saleOfDataAllowed"),
+    )
+
+
+def device_of(context: Json, facts: RequestFacts) -> Device:
+    navigator = _dict(context.get("navigator"))
+    screen = _dict(_dict(context.get("window")).get("screen"))
+    width, height = screen.get("width"), screen.get("height")
+    return Device(
+        ip=facts.ip,
+        user_agent=facts.user_agent or navigator.get("userAgent"),
+        language=navigator.get("language") if isinstance(navigator.get("language"), str) else None,
+        screen=f"{width}x{height}" if isinstance(width, int) and isinstance(height, int) else None,
+    )
+
+
+def normalize_pixel_event(
+    envelope: PixelEnvelope,
+    facts: RequestFacts,
+    *,
+    default_region: str = "US",
+    policy: TimestampPolicy = DEFAULT_TIMESTAMP_POLICY,
+) -> CanonicalEvent:
+    location = _dict(_dict(envelope.context.get("document")).get("location"))
+    page_url = location.get("href") if isinstance(location.get("href"), str) else None
+    origin = location.get("origin") if isinstance(location.get("origin"), str) else None
+    kind = STANDARD_EVENTS.get(envelope.name, EventKind.OTHER)
+    commerce = commerce_of(kind, envelope.data, page_url, origin) if kind is not EventKind.OTHER else EMPTY_COMMERCE
+    attribution = attribution_from_url(page_url)
+    identifiers = identifiers_of(envelope, commerce, default_region)
+    exchange_id = attribution.click_ids.get("_kx")
+    if exchange_id:
+        identifiers = unique_identifiers(
+            [*identifiers, Identifier(type=IdentifierType.KLAVIYO_EXCHANGE_ID, value=exchange_id)]
+        )
+    occurred_at, flag = clamp_occurred_at(parse_timestamp(envelope.timestamp), facts.received_at, policy)
+    return CanonicalEvent(
+        shop=envelope.shop,
+        source=Source.SHOPIFY_PIXEL,
+        source_event_id=envelope.event_id,
+        kind=kind,
+        name=envelope.name,
+        occurred_at=occurred_at,
+        received_at=facts.received_at,
+        timestamp_flag=flag,
+        identifiers=identifiers,
+        commerce=commerce,
+        attribution=attribution,
+        consent=consent_of(envelope.consent),
+        device=device_of(envelope.context, facts),
+        page_url=page_url,
+        raw=envelope.raw,
+    )

@@ -1,0 +1,100 @@
+"""The one settings object, built at start-up from RECAPTURE_* variables and an optional TOML file."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_DATABASE_URL = "sqlite:///./recapture.db"
+
+
+class ShopSettings(BaseModel):
+    """One Shopify store. Several can be listed in the TOML file as [[shops]] tables."""
+
+    domain: str
+    # The current secret first; the previous one keeps verifying webhooks while Shopify rotates it.
+    webhook_secrets: list[SecretStr] = Field(default_factory=list)
+    klaviyo_private_key: SecretStr | None = None
+    # Storefront origins besides https://<domain> (custom domains) that the pixel may post from.
+    allowed_origins: list[str] = Field(default_factory=list)
+    default_phone_region: str = "US"
+
+    @field_validator("domain")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset({f"https://{self.domain}", *self.allowed_origins})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECAPTURE_", extra="ignore", hide_input_in_errors=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    shop_domain: str | None = None
+    shopify_webhook_secret: SecretStr | None = None
+    shopify_webhook_secret_previous: SecretStr | None = None
+    klaviyo_private_key: SecretStr | None = None
+    klaviyo_base_url: str = "https://a.klaviyo.com"
+    admin_token: SecretStr | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    trusted_proxies: str = ""
+    clock: Literal["system", "manual"] = "system"
+    # Keys for encrypting contact data at rest and hashing identifiers; a key file is made for SQLite if unset.
+    secret_key: SecretStr | None = None
+    shop_allowed_origins: str = ""
+    # Shopify runs custom pixels in a sandboxed iframe whose requests carry `Origin: null`.
+    allow_pixel_sandbox_origin: bool = True
+    max_request_bytes: int = 500_000
+    max_envelope_bytes: int = 32_768
+    log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+    shops: list[ShopSettings] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments win, then RECAPTURE_* variables, then the TOML file named by RECAPTURE_CONFIG.
+        config_path = os.environ.get("RECAPTURE_CONFIG")
+        if not config_path:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=Path(config_path)))
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in self.trusted_proxies.split(",") if c.strip())
+
+    def all_shops(self) -> list[ShopSettings]:
+        shops = list(self.shops)
+        if self.shop_domain and all(s.domain != self.shop_domain.lower() for s in shops):
+            secrets = [s for s in (self.shopify_webhook_secret, self.shopify_webhook_secret_previous) if s]
+            origins = [o.strip() for o in self.shop_allowed_origins.split(",") if o.strip()]
+            shops.append(
+                ShopSettings(
+                    domain=self.shop_domain, webhook_secrets=secrets,
+                    klaviyo_private_key=self.klaviyo_private_key, allowed_origins=origins,
+                )
+            )
+        return shops
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings once, at start-up (never at import time)."""
+    return Settings(**overrides)

@@ -1,0 +1,157 @@
+"""The one place that builds the application from the settings: storage, clock, services, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
+
+from recapture.adapters.clock import ManualClock, SystemClock
+from recapture.adapters.http.app import build_app
+from recapture.adapters.http.context import HttpContext
+from recapture.adapters.observability.metrics import Metrics
+from recapture.adapters.pixel import render_pixel
+from recapture.adapters.storage.database import make_engine, migrate
+from recapture.adapters.storage.event_store import SqlEventStore
+from recapture.adapters.storage.group_commit import GroupCommitWriter
+from recapture.adapters.storage.sealing import Sealer
+from recapture.application.collector import Collector
+from recapture.application.processing import EventProcessor
+from recapture.settings import Settings
+
+log = structlog.get_logger("recapture")
+IDLE_POLL_SECONDS = 0.2
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+def secret_key(settings: Settings) -> str:
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    if not settings.is_sqlite:
+        raise ConfigurationError("RECAPTURE_SECRET_KEY is required with PostgreSQL (e.g. `openssl rand -hex 32`)")
+    # The embedded default keeps its key beside its database, so a first run needs no setup.
+    database = make_url(settings.database_url).database
+    key_path = Path(database + ".key") if database and database != ":memory:" else None
+    if key_path is None:
+        return secrets.token_hex(32)
+    if not key_path.exists():
+        key_path.write_text(secrets.token_hex(32))
+        key_path.chmod(0o600)
+        log.warning("secret_key_created", path=str(key_path), hint="back it up: sealed data is unreadable without it")
+    return key_path.read_text().strip()
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything that lives as long as the process."""
+
+    settings: Settings
+    engine: Engine
+    store: SqlEventStore
+    clock: SystemClock | ManualClock
+    writer: GroupCommitWriter
+    processor: EventProcessor
+    metrics: Metrics
+    worker: asyncio.Task[None] | None = None
+    started: dict[str, bool] = field(default_factory=dict)
+
+    def check(self) -> dict[str, bool]:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            database = True
+        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+            database = False
+        return {"database": database, "writer": self.started.get("writer", False)}
+
+    def status(self) -> dict[str, object]:
+        counts = self.store.counts()
+        return {
+            "clock": {"mode": self.clock.mode, "now": self.clock.now().isoformat()},
+            "events": {
+                "received": self.metrics.total(self.metrics.received),
+                "rejected": self.metrics.total(self.metrics.rejected),
+                "duplicates": self.metrics.total(self.metrics.duplicates),
+                "stored": counts.stored,
+                "processed": counts.processed,
+            },
+            "queues": {
+                "ingest": {"depth": self.writer.waiting},
+                "processing": {"depth": counts.pending},
+            },
+            "scheduled": {},
+        }
+
+    async def run_worker(self) -> None:
+        while True:
+            try:
+                result = await asyncio.to_thread(self.processor.run_once)
+            except Exception:
+                log.exception("processing_failed")
+                result = None
+            if result is None or result.processed == 0:
+                await asyncio.sleep(IDLE_POLL_SECONDS)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    store = SqlEventStore(engine, Sealer(secret_key(settings)))
+    clock: SystemClock | ManualClock = ManualClock(engine) if settings.clock == "manual" else SystemClock()
+    metrics = Metrics()
+    runtime = Runtime(
+        settings=settings, engine=engine, store=store, clock=clock, writer=GroupCommitWriter(store),
+        processor=EventProcessor(store, clock), metrics=metrics,
+    )
+    metrics.watch_queue("processing", lambda: store.counts().pending)
+    metrics.watch_queue("ingest", lambda: runtime.writer.waiting)
+    return runtime
+
+
+def build_web_app(settings: Settings, runtime: Runtime | None = None, *, worker: bool = True) -> Starlette:
+    runtime = runtime or build_runtime(settings)
+    shops = {shop.domain: shop for shop in settings.all_shops()}
+    origins = {origin for shop in shops.values() for origin in shop.origins}
+    if settings.allow_pixel_sandbox_origin:
+        origins.add("null")
+    single_shop = next(iter(shops)) if len(shops) == 1 else None
+    ctx = HttpContext(
+        settings=settings,
+        shops=shops,
+        collector=Collector(runtime.writer, runtime.clock, {s.domain: s.default_phone_region for s in shops.values()}),
+        store=runtime.store,
+        metrics=runtime.metrics,
+        readiness=runtime,
+        status=runtime,
+        pixel_script=render_pixel(settings.public_url, single_shop),
+        allowed_origins=frozenset(origins),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await runtime.writer.start()
+        runtime.started["writer"] = True
+        if worker:
+            runtime.worker = asyncio.create_task(runtime.run_worker(), name="processing")
+        try:
+            yield
+        finally:
+            if runtime.worker is not None:
+                runtime.worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runtime.worker
+            await runtime.writer.stop()
+            runtime.started["writer"] = False
+
+    return build_app(ctx, runtime.clock, lifespan)
