@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import uvicorn
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
+from recapture.adapters.clock import ManualClock
 from recapture.adapters.storage.database import make_engine, migrate
 from recapture.settings import Settings, load_settings
 from recapture.wiring import Runtime, build_runtime, build_web_app
@@ -30,6 +32,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "RECAPTURE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REQUIRE_POSTGRES = os.environ.get("RECAPTURE_REQUIRE_POSTGRES") == "1"
+# Tests run on the manual clock, set to the time the support payloads were "sent".
+SIMULATION_START = datetime(2026, 10, 5, 10, 0, tzinfo=timezone.utc)
 
 
 def _unavailable(message: str, required: bool) -> None:
@@ -46,7 +50,7 @@ def postgres_template() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         admin.dispose()
         _unavailable(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {type(error).__name__}", REQUIRE_POSTGRES)
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
@@ -102,6 +106,8 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:
     built = build_runtime(settings)
+    if isinstance(built.clock, ManualClock):
+        built.clock.set(SIMULATION_START)
     yield built
     built.engine.dispose()
 

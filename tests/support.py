@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,8 @@ WEBHOOK_SECRET = "shpss_test_secret"
 PREVIOUS_WEBHOOK_SECRET = "shpss_old_secret"
 ADMIN_TOKEN = "admin-test-token"
 SECRET_KEY = "0123456789abcdef0123456789abcdef"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.exists():
-    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# shared/ sits beside the project's root on developer machines and in CI.
+SHARED = Path(os.environ.get("RECAPTURE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 WEBHOOK_FIXTURES = SHARED / "contracts" / "shopify" / "webhooks"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

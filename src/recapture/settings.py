@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///./recapture.db"
 
@@ -75,7 +80,8 @@ class Settings(BaseSettings):
 
     @property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in self.trusted_proxies.split(",") if c.strip())
+        cidrs = [cidr.strip() for cidr in self.trusted_proxies.split(",") if cidr.strip()]
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
     def all_shops(self) -> list[ShopSettings]:
         shops = list(self.shops)

@@ -71,7 +71,7 @@ class Runtime:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             database = True
-        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+        except Exception:
             database = False
         return {"database": database, "writer": self.started.get("writer", False)}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,7 +23,7 @@ class SystemClock:
     mode = "system"
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class ManualClock:
@@ -42,10 +42,10 @@ class ManualClock:
         self._now: datetime | None = datetime.fromisoformat(stored) if stored else None
 
     def now(self) -> datetime:
-        return self._now or datetime.now(timezone.utc)
+        return self._now or datetime.now(UTC)
 
     def set(self, when: datetime) -> datetime:
-        when = when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
         with self._lock:
             if self._now is not None and when < self._now:
                 raise ClockWentBackwardsError(self._now, when)

@@ -71,7 +71,8 @@ class Collector:
             if isinstance(item, Rejection):
                 results.append(_rejected(index, item))
             elif not self.knows_shop(item.shop):
-                results.append(_rejected(index, Rejection(code="unknown_shop", message=f"shop {item.shop!r} is not configured", id=item.event_id)))
+                unknown = Rejection(code="unknown_shop", message=f"shop {item.shop!r} is not configured", id=item.event_id)
+                results.append(_rejected(index, unknown))
             else:
                 outcome = self._normalize(item, facts)
                 if isinstance(outcome, Rejection):

@@ -35,13 +35,15 @@ class EventProcessor:
             report = self._store.erase_customer(event.shop, event.identifiers)
         else:
             # A data request is recorded for the merchant; recapture holds nothing Shopify does not already hold.
-            self._store.record_privacy_request(
-                event.shop, event.kind, event.id, event.occurred_at, self._clock.now(), {"identifiers": len(event.identifiers)}
-            )
+            self._record(event, {"identifiers": len(event.identifiers)})
             return 0
-        outcome = {"events": report.events, "identifiers": report.identifiers, **report.details}
-        self._store.record_privacy_request(event.shop, event.kind, event.id, event.occurred_at, self._clock.now(), outcome)
+        self._record(event, {"events": report.events, "identifiers": report.identifiers, **report.details})
         return 1
+
+    def _record(self, event: PendingEvent, outcome: dict[str, int]) -> None:
+        self._store.record_privacy_request(
+            event.shop, event.kind, event.id, event.occurred_at, self._clock.now(), outcome
+        )
 
 
 _PRIVACY_HANDLERS = frozenset(

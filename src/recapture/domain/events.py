@@ -49,8 +49,8 @@ class IdentifierType(StrEnum):
     PHONE = "phone"
     SHOPIFY_CUSTOMER_ID = "shopify_customer_id"
     CLIENT_ID = "client_id"
-    CHECKOUT_TOKEN = "checkout_token"
-    CART_TOKEN = "cart_token"
+    CHECKOUT_TOKEN = "checkout_token"  # noqa: S105 - an identifier type name, not a secret
+    CART_TOKEN = "cart_token"  # noqa: S105 - an identifier type name, not a secret
     ORDER_ID = "order_id"
     KLAVIYO_EXCHANGE_ID = "klaviyo_exchange_id"
     # The email Klaviyo's own cookie says it already knows: proof that Klaviyo identified this browser.

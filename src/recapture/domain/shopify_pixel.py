@@ -31,7 +31,12 @@ from recapture.domain.identifiers import (
     unique_identifiers,
 )
 from recapture.domain.money import currency_of, to_decimal
-from recapture.domain.timestamps import DEFAULT_TIMESTAMP_POLICY, TimestampPolicy, clamp_occurred_at, parse_timestamp
+from recapture.domain.timestamps import (
+    DEFAULT_TIMESTAMP_POLICY,
+    TimestampPolicy,
+    clamp_occurred_at,
+    parse_timestamp,
+)
 
 STANDARD_EVENTS: dict[str, EventKind] = {
     kind.value: kind

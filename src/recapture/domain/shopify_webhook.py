@@ -30,7 +30,12 @@ from recapture.domain.identifiers import (
     unique_identifiers,
 )
 from recapture.domain.money import to_decimal
-from recapture.domain.timestamps import DEFAULT_TIMESTAMP_POLICY, TimestampPolicy, clamp_occurred_at, parse_timestamp
+from recapture.domain.timestamps import (
+    DEFAULT_TIMESTAMP_POLICY,
+    TimestampPolicy,
+    clamp_occurred_at,
+    parse_timestamp,
+)
 
 TOPICS: dict[str, EventKind] = {
     "checkouts/create": EventKind.CHECKOUT_STARTED,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from recapture.domain.events import TimestampFlag
 
@@ -24,7 +24,7 @@ def parse_timestamp(value: object) -> datetime | None:
         return None
     try:
         if isinstance(value, int | float):
-            parsed = datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+            parsed = datetime.fromtimestamp(value / 1000, tz=UTC)
         elif isinstance(value, str):
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         else:
@@ -32,8 +32,8 @@ def parse_timestamp(value: object) -> datetime | None:
     except (ValueError, OverflowError, OSError):
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def clamp_occurred_at(

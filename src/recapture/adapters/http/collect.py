@@ -10,7 +10,13 @@ from starlette.responses import Response
 
 from recapture.adapters.http.client_ip import client_ip
 from recapture.adapters.http.context import HttpContext
-from recapture.adapters.http.responses import BodyTooLargeError, error_response, json_response, media_type, read_body
+from recapture.adapters.http.responses import (
+    BodyTooLargeError,
+    error_response,
+    json_response,
+    media_type,
+    read_body,
+)
 from recapture.adapters.http.wire import BodyError, read_envelope, split_body
 from recapture.application.collector import ItemResult, ItemStatus, Rejection
 

@@ -20,7 +20,7 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 class PixelEventWire(msgspec.Struct):
     id: NonEmpty
     name: NonEmpty
-    clientId: NonEmpty  # noqa: N815 - Shopify's spelling is the contract
+    clientId: NonEmpty
     timestamp: str | int | float
     context: dict[str, Any] = {}
     data: dict[str, Any] = {}

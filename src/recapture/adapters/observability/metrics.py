@@ -17,7 +17,9 @@ class Metrics:
             "recapture_events_rejected", "Events or requests rejected, by reason", ["source", "reason"],
             registry=self.registry,
         )
-        self.stored = Counter("recapture_events_stored", "Events committed to storage", ["source"], registry=self.registry)
+        self.stored = Counter(
+            "recapture_events_stored", "Events committed to storage", ["source"], registry=self.registry
+        )
         self.duplicates = Counter(
             "recapture_events_duplicate", "Events already stored (retries, webhook redeliveries)", ["source"],
             registry=self.registry,

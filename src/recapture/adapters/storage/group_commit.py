@@ -64,7 +64,7 @@ class GroupCommitWriter:
         flat = [event for events, _ in group for event in events]
         try:
             outcomes = await asyncio.to_thread(self._store.store, flat)
-        except Exception as error:  # noqa: BLE001 - every waiting request must learn that nothing was stored
+        except Exception as error:
             for _, future in group:
                 if not future.done():
                     future.set_exception(error)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from recapture.settings import Settings
 
 app = typer.Typer(
     name="recapture",
@@ -18,7 +21,8 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
+    # Imported here so that `recapture --help` stays fast and never reads configuration.
     from recapture.settings import load_settings
 
     return load_settings()
