@@ -1,0 +1,96 @@
+"""Admin clock and status, health, readiness, metrics and the pixel script, on both databases."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.testclient import TestClient
+
+from recapture.wiring import Runtime
+from tests.support import AUTH, SHOP, envelope, pixel_event
+
+
+def test_admin_endpoints_require_the_bearer_token(client: TestClient) -> None:
+    """No token or a wrong token: 401, for the clock and for status."""
+    assert client.get("/admin/status").status_code == 401
+    assert client.get("/admin/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/admin/clock", json={"now": "2026-10-06T00:00:00Z"}).status_code == 401
+
+
+def test_clock_moves_forward_and_never_back(client: TestClient, runtime: Runtime) -> None:
+    """The manual clock is set by POST /admin/clock; going backwards is a 409 that leaves it unchanged."""
+    moved = client.post("/admin/clock", json={"now": "2026-10-06T08:00:00Z"}, headers=AUTH)
+    assert moved.status_code == 200
+    assert moved.json()["now"] == "2026-10-06T08:00:00+00:00"
+    back = client.post("/admin/clock", json={"now": "2026-10-06T07:59:59Z"}, headers=AUTH)
+    assert back.status_code == 409
+    assert back.json()["error"]["code"] == "clock_backwards"
+    assert runtime.clock.now().isoformat() == "2026-10-06T08:00:00+00:00"
+    assert client.post("/admin/clock", json={"now": "tomorrow"}, headers=AUTH).status_code == 422
+
+
+def test_clock_survives_a_restart(make_settings, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+    """A simulation can resume: the manual clock's time is persisted."""
+    from recapture.wiring import build_runtime
+
+    runtime.clock.set(runtime.clock.now().replace(year=2027))
+    again = build_runtime(make_settings())
+    assert again.clock.now() == runtime.clock.now()
+    again.engine.dispose()
+
+
+def test_status_counts_received_stored_processed_and_queue_depth(client: TestClient, runtime: Runtime) -> None:
+    """A driver can wait for `processing.depth == 0`; counts follow what happened."""
+    batch = {"batch": [envelope(pixel_event(event_id=f"s{i}")) for i in range(3)] + [{"bad": 1}]}
+    client.post("/collect/shopify", content=json.dumps(batch), headers={"content-type": "application/json"})
+    status = client.get("/admin/status", headers=AUTH).json()
+    assert status["events"]["received"] == 4
+    assert status["events"]["rejected"] == 1
+    assert status["events"]["stored"] == 3
+    assert status["queues"]["processing"]["depth"] == 3
+    assert status["clock"]["mode"] == "manual"
+    runtime.processor.run_once()
+    status = client.get("/admin/status", headers=AUTH).json()
+    assert status["events"]["processed"] == 3
+    assert status["queues"]["processing"]["depth"] == 0
+    assert not any("depth" in key or "pending" in key for key in status["scheduled"])
+
+
+def test_health_readiness_and_metrics(client: TestClient) -> None:
+    """Liveness, readiness (database reachable, writer running) and Prometheus counters."""
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": True, "writer": True}
+    client.post("/collect/shopify", content=json.dumps(envelope()), headers={"content-type": "application/json"})
+    text = client.get("/metrics").text
+    assert 'recapture_events_received_total{source="shopify_pixel"} 1.0' in text
+    assert 'recapture_events_stored_total{source="shopify_pixel"} 1.0' in text
+    assert 'recapture_queue_depth{queue="processing"} 1.0' in text
+
+
+def test_pixel_script_is_served_with_this_installation_filled_in(client: TestClient) -> None:
+    """GET /pixel/shopify.js is the ready-to-paste pixel, posting to RECAPTURE_PUBLIC_URL for this shop."""
+    response = client.get("/pixel/shopify.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/javascript")
+    script = response.text
+    assert 'analytics.subscribe("all_standard_events"' in script
+    assert '"https://recapture.example.com/collect/shopify"' in script
+    assert f'"{SHOP}"' in script
+    assert "keepalive" in script
+    assert "__RECAPTURE_" not in script
+
+
+def test_secrets_never_appear_in_status_metrics_or_errors(client: TestClient, settings) -> None:  # type: ignore[no-untyped-def]
+    """The webhook secret, admin token and encryption key are in no response body."""
+    bodies = [
+        client.get("/admin/status", headers=AUTH).text,
+        client.get("/metrics").text,
+        client.post("/webhooks/shopify", content=b"{}", headers={"X-Shopify-Shop-Domain": SHOP}).text,
+        client.post("/admin/clock", json={"now": 1}, headers=AUTH).text,
+        repr(settings),
+    ]
+    secrets = [settings.shopify_webhook_secret, settings.admin_token, settings.secret_key]
+    for secret in secrets:
+        assert all(secret.get_secret_value() not in body for body in bodies)
