@@ -28,6 +28,12 @@ class ShopSettings(BaseModel):
     # Storefront origins besides https://<domain> (custom domains) that the pixel may post from.
     allowed_origins: list[str] = Field(default_factory=list)
     default_phone_region: str = "US"
+    # Identity resolution: values that must never link (the shop's own support address, a staff test card...).
+    blocked_identifiers: list[str] = Field(default_factory=list)
+    blocked_email_domains: list[str] = Field(default_factory=list)
+    identity_window_days: int = 400
+    # Probabilistic re-identification of returning devices; off unless the accuracy harness justifies it.
+    probabilistic_matching: bool = False
 
     @field_validator("domain")
     @classmethod

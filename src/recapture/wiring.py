@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,14 @@ from recapture.adapters.pixel import render_pixel
 from recapture.adapters.storage.database import make_engine, migrate
 from recapture.adapters.storage.event_store import SqlEventStore
 from recapture.adapters.storage.group_commit import GroupCommitWriter
+from recapture.adapters.storage.identity_graph import SqlIdentityGraph
 from recapture.adapters.storage.sealing import Sealer
+from recapture.adapters.storage.transactions import Transactions
 from recapture.application.collector import Collector
+from recapture.application.identity import IdentityResolver
 from recapture.application.processing import EventProcessor
-from recapture.settings import Settings
+from recapture.domain.identity.policy import DEFAULT_POLICY, IdentityPolicy
+from recapture.settings import Settings, ShopSettings
 
 log = structlog.get_logger("recapture")
 IDLE_POLL_SECONDS = 0.2
@@ -59,6 +64,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     store: SqlEventStore
+    graph: SqlIdentityGraph
     clock: SystemClock | ManualClock
     writer: GroupCommitWriter
     processor: EventProcessor
@@ -95,24 +101,42 @@ class Runtime:
 
     async def run_worker(self) -> None:
         while True:
-            try:
-                result = await asyncio.to_thread(self.processor.run_once)
-            except Exception:
-                log.exception("processing_failed")
-                result = None
-            if result is None or result.processed == 0:
+            if await self._work_once() == 0:
                 await asyncio.sleep(IDLE_POLL_SECONDS)
+
+    async def _work_once(self) -> int:
+        try:
+            result = await asyncio.to_thread(self.processor.run_once)
+        except Exception:
+            log.exception("processing_failed")
+            return 0
+        self.metrics.record_processing(result)
+        return result.processed
+
+
+def identity_policy(shop: ShopSettings) -> IdentityPolicy:
+    return IdentityPolicy(
+        limits=DEFAULT_POLICY.limits,
+        identity_window=timedelta(days=shop.identity_window_days),
+        blocked_values=frozenset(v.strip().lower() for v in shop.blocked_identifiers),
+        blocked_email_domains=frozenset(d.strip().lower() for d in shop.blocked_email_domains),
+    )
 
 
 def build_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.database_url)
     migrate(engine)
-    store = SqlEventStore(engine, Sealer(secret_key(settings)))
+    sealer = Sealer(secret_key(settings))
+    transactions = Transactions(engine)
+    store = SqlEventStore(engine, sealer, transactions)
+    graph = SqlIdentityGraph(transactions, sealer)
+    policies = {shop.domain: identity_policy(shop) for shop in settings.all_shops()}
+    resolver = IdentityResolver(graph, lambda shop: policies.get(shop, DEFAULT_POLICY))
     clock: SystemClock | ManualClock = ManualClock(engine) if settings.clock == "manual" else SystemClock()
     metrics = Metrics()
     runtime = Runtime(
-        settings=settings, engine=engine, store=store, clock=clock, writer=GroupCommitWriter(store),
-        processor=EventProcessor(store, clock), metrics=metrics,
+        settings=settings, engine=engine, store=store, graph=graph, clock=clock, writer=GroupCommitWriter(store),
+        processor=EventProcessor(store, clock, resolver, graph, transactions.unit), metrics=metrics,
     )
     metrics.watch_queue("processing", lambda: store.counts().pending)
     metrics.watch_queue("ingest", lambda: runtime.writer.waiting)

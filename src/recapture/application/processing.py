@@ -2,43 +2,107 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from recapture.application.ports import Clock, EventStore, PendingEvent
-from recapture.domain.events import EventKind
+from recapture.application.identity import IdentityResolver
+from recapture.application.ports import Clock, ErasureReport, EventStore, PendingEvent
+from recapture.domain.events import PRIVACY_KINDS, EventKind, Identifier, IdentifierType
+
+# Identifiers a privacy request names the customer by.
+NAMING_TYPES = frozenset({IdentifierType.SHOPIFY_CUSTOMER_ID, IdentifierType.EMAIL, IdentifierType.PHONE})
+
+
+class PersonRecords(Protocol):
+    def assign_events(self, assignments: Sequence[tuple[int, int]]) -> None: ...
+
+    def persons_holding(self, shop: str, held: Sequence[Identifier]) -> list[int]: ...
+
+    def erase_persons(self, shop: str, person_ids: Sequence[int]) -> dict[str, int]: ...
+
+    def erase_shop(self, shop: str) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessingResult:
     processed: int
     erasures: int = 0
+    identified: int = 0
+    conflicts: Counter[str] = field(default_factory=Counter)
+    blocked: int = 0
 
 
 class EventProcessor:
-    """Handles what must not run inline in a request (Shopify wants its 2xx within 5 seconds)."""
+    """Resolves identity and handles privacy requests, off the request path (Shopify wants 2xx within 5 s).
 
-    def __init__(self, store: EventStore, clock: Clock, batch_size: int = 500) -> None:
+    One batch is one transaction: its identity changes, attributions and `processed` marks commit together,
+    so a crash replays the batch instead of leaving half of it applied.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Clock,
+        resolver: IdentityResolver,
+        people: PersonRecords,
+        unit_of_work: Callable[[], AbstractContextManager[object]],
+        batch_size: int = 200,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._resolver = resolver
+        self._people = people
+        self._unit_of_work = unit_of_work
         self._batch_size = batch_size
 
     def run_once(self) -> ProcessingResult:
         pending = self._store.pending(self._batch_size)
-        erasures = sum(self._handle_privacy(event) for event in pending if event.kind in _PRIVACY_HANDLERS)
-        self._store.mark_processed([e.id for e in pending], self._clock.now())
-        return ProcessingResult(processed=len(pending), erasures=erasures)
+        if not pending:
+            return ProcessingResult(processed=0)
+        conflicts: Counter[str] = Counter()
+        identified = blocked = erasures = 0
+        assignments: list[tuple[int, int]] = []
+        with self._unit_of_work():
+            for event in pending:
+                if event.kind in PRIVACY_KINDS:
+                    erasures += self._handle_privacy(event)
+                    continue
+                resolution = self._resolver.resolve(event)
+                if resolution.person is not None:
+                    assignments.append((event.id, resolution.person))
+                identified += resolution.identified
+                blocked += resolution.blocked
+                conflicts.update(c.kind.value for c in resolution.conflicts)
+            self._people.assign_events(assignments)
+            self._store.mark_processed([e.id for e in pending], self._clock.now())
+        return ProcessingResult(
+            processed=len(pending), erasures=erasures, identified=identified, conflicts=conflicts, blocked=blocked
+        )
 
     def _handle_privacy(self, event: PendingEvent) -> int:
         if event.kind is EventKind.PRIVACY_SHOP_REDACT:
-            report = self._store.erase_shop(event.shop)
+            outcome = {**self._people.erase_shop(event.shop), **_counts(self._store.erase_shop(event.shop))}
         elif event.kind is EventKind.PRIVACY_CUSTOMER_REDACT:
-            report = self._store.erase_customer(event.shop, event.identifiers)
+            outcome = self.erase_customer(event.shop, event)
         else:
             # A data request is recorded for the merchant; recapture holds nothing Shopify does not already hold.
             self._record(event, {"identifiers": len(event.identifiers)})
             return 0
-        self._record(event, {"events": report.events, "identifiers": report.identifiers, **report.details})
+        self._record(event, outcome)
         return 1
+
+    def erase_customer(self, shop: str, request: PendingEvent) -> dict[str, int]:
+        """Everything of the customer: their persons (with every device and event), then any unresolved event."""
+        naming = [i for i in request.identifiers if i.type in NAMING_TYPES]
+        people = self._people.erase_persons(shop, self._people.persons_holding(shop, naming))
+        unresolved = self._store.erase_customer(shop, naming)
+        return {
+            "persons": people["persons"], "identifiers": people["identifiers"] + unresolved.identifiers,
+            "links": people["links"], "events": people["events"] + unresolved.events,
+        }
 
     def _record(self, event: PendingEvent, outcome: dict[str, int]) -> None:
         self._store.record_privacy_request(
@@ -46,6 +110,5 @@ class EventProcessor:
         )
 
 
-_PRIVACY_HANDLERS = frozenset(
-    {EventKind.PRIVACY_DATA_REQUEST, EventKind.PRIVACY_CUSTOMER_REDACT, EventKind.PRIVACY_SHOP_REDACT}
-)
+def _counts(report: ErasureReport) -> dict[str, int]:
+    return {"events": report.events, "event_identifiers": report.identifiers}

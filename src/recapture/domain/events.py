@@ -57,6 +57,8 @@ class IdentifierType(StrEnum):
     KLAVIYO_KNOWN_EMAIL = "klaviyo_known_email"
     ANONYMOUS_ID = "anonymous_id"
     USER_ID = "user_id"
+    # An ad network's click id (fbclid, gclid, ttclid, msclkid) as "<name>:<value>"; links only briefly.
+    CLICK_ID = "click_id"
 
 
 # Contact values are personal data: stored encrypted at rest and masked in every display.

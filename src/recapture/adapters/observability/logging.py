@@ -23,10 +23,3 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-
-
-def mask_email(email: str) -> str:
-    """b***@h***.com: enough to recognise in a support conversation, not enough to contact."""
-    local, _, domain = email.partition("@")
-    host, _, tld = domain.rpartition(".")
-    return f"{local[:1]}***@{host[:1]}***.{tld}" if host else f"{local[:1]}***@***"

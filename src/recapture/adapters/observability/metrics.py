@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from recapture.application.processing import ProcessingResult
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -24,9 +26,25 @@ class Metrics:
             "recapture_events_duplicate", "Events already stored (retries, webhook redeliveries)", ["source"],
             registry=self.registry,
         )
+        self.processed = Counter("recapture_events_processed", "Events worked off the processing queue",
+                                 registry=self.registry)
+        self.identified = Counter(
+            "recapture_events_identified", "Processed events that named their person (email, phone, customer id)",
+            registry=self.registry,
+        )
+        self.conflicts = Counter(
+            "recapture_identity_conflicts", "Links refused by the identity guards, by kind", ["kind"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "recapture_queue_depth", "Work that is due now, per queue", ["queue"], registry=self.registry
         )
+
+    def record_processing(self, result: ProcessingResult) -> None:
+        self.processed.inc(result.processed)
+        self.identified.inc(result.identified)
+        for kind, count in result.conflicts.items():
+            self.conflicts.labels(kind=kind).inc(count)
 
     def watch_queue(self, queue: str, depth: Callable[[], float]) -> None:
         self.queue_depth.labels(queue=queue).set_function(depth)

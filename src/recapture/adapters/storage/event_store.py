@@ -7,12 +7,14 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, delete, func, insert, select, tuple_, update
+from sqlalchemy import Engine, String, any_, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from recapture.adapters.storage.schema import event_identifiers, events, privacy_requests
 from recapture.adapters.storage.sealing import Sealer
+from recapture.adapters.storage.transactions import Transactions
 from recapture.application.ports import ErasureReport, EventCounts, PendingEvent
 from recapture.domain.events import CONTACT_TYPES, CanonicalEvent, EventKind, Identifier, IdentifierType
 
@@ -22,6 +24,16 @@ LINKING_TYPES = frozenset(
 )
 NAMING_TYPES = frozenset({IdentifierType.SHOPIFY_CUSTOMER_ID, *CONTACT_TYPES})
 _IN_CHUNK = 500
+
+_INSERT_EVENTS = insert(events).returning(events.c.shop, events.c.source, events.c.source_event_id, events.c.id)
+_INSERT_IDENTIFIERS = insert(event_identifiers)
+_EXISTING_WHERE = (events.c.shop == bindparam("shop"), events.c.source == bindparam("source"))
+_EXISTING_IN = select(events.c.source_event_id).where(
+    *_EXISTING_WHERE, events.c.source_event_id.in_(bindparam("ids", expanding=True))
+)
+_EXISTING_ANY = select(events.c.source_event_id).where(
+    *_EXISTING_WHERE, events.c.source_event_id == any_(bindparam("ids", type_=ARRAY(String())))
+)
 
 
 def _body(event: CanonicalEvent) -> dict[str, Any]:
@@ -41,8 +53,10 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[An
 
 
 class SqlEventStore:
-    def __init__(self, engine: Engine, sealer: Sealer) -> None:
+    def __init__(self, engine: Engine, sealer: Sealer, transactions: Transactions | None = None) -> None:
         self._engine = engine
+        # Everything but ingest joins the processing unit of work when one is open on this thread.
+        self._tx = transactions or Transactions(engine)
         self._sealer = sealer
 
     # -- writing -------------------------------------------------------------------------------------------------
@@ -78,23 +92,35 @@ class SqlEventStore:
         return outcome
 
     def _existing_keys(self, conn: Connection, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        # One equality on (shop, source) and a list of ids: both databases then seek the unique index per id.
+        # (A row-value IN over all three columns made PostgreSQL scan every event of the shop.)
+        by_stream: dict[tuple[str, str], set[str]] = {}
+        for shop, source, source_event_id in keys:
+            by_stream.setdefault((shop, source), set()).add(source_event_id)
         found: set[tuple[str, str, str]] = set()
-        key_columns = tuple_(events.c.shop, events.c.source, events.c.source_event_id)
-        for chunk in _chunks(list(set(keys))):
-            rows = conn.execute(select(events.c.shop, events.c.source, events.c.source_event_id).where(key_columns.in_(chunk)))
-            found.update((r.shop, r.source, r.source_event_id) for r in rows)
+        postgres = conn.dialect.name == "postgresql"
+        for (shop, source), ids in by_stream.items():
+            wanted = sorted(ids)
+            # PostgreSQL gets one array parameter, so the statement text (and its prepared plan) is always the same.
+            for chunk in [wanted] if postgres else _chunks(wanted):
+                params = {"shop": shop, "source": source, "ids": list(chunk)}
+                rows = conn.execute(_EXISTING_ANY if postgres else _EXISTING_IN, params).scalars()
+                found.update((shop, source, source_event_id) for source_event_id in rows)
         return found
 
     def _insert(self, conn: Connection, fresh: list[CanonicalEvent]) -> None:
         rows = [self._event_row(e) for e in fresh]
-        ids = conn.execute(insert(events).returning(events.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        # Multi-row INSERT ... RETURNING: rows come back in no promised order, so ids are matched by their key.
+        # (Asking for parameter order made SQLAlchemy insert one row per statement on SQLite.)
+        returned = conn.execute(_INSERT_EVENTS, rows)
+        ids = {(r.shop, r.source, r.source_event_id): r.id for r in returned}
         identifier_rows = [
-            self._identifier_row(event.shop, event_id, identifier)
-            for event_id, event in zip(ids, fresh, strict=True)
+            self._identifier_row(event.shop, ids[(event.shop, event.source.value, event.source_event_id)], identifier)
+            for event in fresh
             for identifier in event.identifiers
         ]
         if identifier_rows:
-            conn.execute(insert(event_identifiers), identifier_rows)
+            conn.execute(_INSERT_IDENTIFIERS, identifier_rows)
 
     def _event_row(self, event: CanonicalEvent) -> dict[str, Any]:
         return {
@@ -133,7 +159,7 @@ class SqlEventStore:
             .order_by(events.c.id)
             .limit(limit)
         )
-        with self._engine.connect() as conn:
+        with self._tx.begin() as conn:
             rows = conn.execute(query).all()
             identifiers = self._identifiers_of(conn, [r.id for r in rows])
         return [
@@ -157,12 +183,12 @@ class SqlEventStore:
         return found
 
     def mark_processed(self, ids: Sequence[int], at: datetime) -> None:
-        with self._engine.begin() as conn:
+        with self._tx.begin() as conn:
             for chunk in _chunks(ids):
                 conn.execute(update(events).where(events.c.id.in_(chunk)).values(processed_at=at))
 
     def counts(self) -> EventCounts:
-        with self._engine.connect() as conn:
+        with self._tx.begin() as conn:
             stored = conn.execute(select(func.count()).select_from(events)).scalar_one()
             pending = conn.execute(
                 select(func.count()).select_from(events).where(events.c.processed_at.is_(None))
@@ -170,7 +196,7 @@ class SqlEventStore:
         return EventCounts(stored=stored, processed=stored - pending, pending=pending)
 
     def read_raw(self, event_id: int) -> bytes:
-        with self._engine.connect() as conn:
+        with self._tx.begin() as conn:
             sealed = conn.execute(select(events.c.sealed_raw).where(events.c.id == event_id)).scalar_one()
         return self._sealer.open(sealed)
 
@@ -180,7 +206,7 @@ class SqlEventStore:
         naming = [i for i in identifiers if i.type in NAMING_TYPES]
         if not naming:
             return ErasureReport()
-        with self._engine.begin() as conn:
+        with self._tx.begin() as conn:
             direct = self._events_with(conn, shop, [self._hash(shop, i) for i in naming])
             linked = self._linked_events(conn, shop, direct, {self._hash(shop, i) for i in naming})
             doomed = sorted(direct | linked)
@@ -229,7 +255,7 @@ class SqlEventStore:
         return removed
 
     def erase_shop(self, shop: str) -> ErasureReport:
-        with self._engine.begin() as conn:
+        with self._tx.begin() as conn:
             removed_identifiers = conn.execute(delete(event_identifiers).where(event_identifiers.c.shop == shop)).rowcount
             removed_events = conn.execute(delete(events).where(events.c.shop == shop)).rowcount
         return ErasureReport(events=removed_events, identifiers=removed_identifiers)
@@ -238,7 +264,7 @@ class SqlEventStore:
         self, shop: str, kind: EventKind, event_id: int, requested_at: datetime, completed_at: datetime,
         outcome: dict[str, int],
     ) -> None:
-        with self._engine.begin() as conn:
+        with self._tx.begin() as conn:
             conn.execute(
                 insert(privacy_requests).values(
                     shop=shop, kind=kind.value, event_id=event_id, requested_at=requested_at,

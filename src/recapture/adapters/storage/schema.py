@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Dialect,
     ForeignKey,
     Index,
@@ -72,9 +73,12 @@ events = Table(
     Column("body", Json, nullable=False),
     Column("sealed_raw", LargeBinary, nullable=False),
     Column("processed_at", Timestamp),
+    # Who the event was attributed to when it was resolved; later merges follow persons.merged_into.
+    Column("person_id", Id),
     UniqueConstraint("shop", "source", "source_event_id", name="uq_events_source_id"),
 )
 Index("ix_events_shop_occurred", events.c.shop, events.c.occurred_at)
+Index("ix_events_person", events.c.person_id, events.c.occurred_at)
 Index(
     "ix_events_unprocessed",
     events.c.id,
@@ -119,3 +123,56 @@ service_state = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# -- identity graph ------------------------------------------------------------------------------------------------
+
+persons = Table(
+    "persons",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    # When an event last named this person (email typed, customer logged in): decides who a shared device follows.
+    Column("identified_at", Timestamp),
+    # Union-find: an absorbed person points at its survivor (always one hop: merges re-point older absorptions).
+    Column("merged_into", Id),
+    Column("size", Integer, nullable=False, default=0),
+)
+Index("ix_persons_shop", persons.c.shop, persons.c.id)
+Index("ix_persons_merged_into", persons.c.merged_into)
+
+identifiers = Table(
+    "identifiers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("value_hash", LargeBinary(32), nullable=False),
+    Column("value", String(512)),
+    Column("sealed_value", LargeBinary),
+    Column("person_id", Id, nullable=False),
+    Column("first_seen", Timestamp, nullable=False),
+    Column("last_seen", Timestamp, nullable=False),
+    UniqueConstraint("shop", "value_hash", name="uq_identifiers_hash"),
+)
+Index("ix_identifiers_person", identifiers.c.person_id, identifiers.c.type)
+
+identity_links = Table(
+    "identity_links",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("person_id", Id, nullable=False),
+    # attach | move | merge | refuse | probabilistic
+    Column("action", String(16), nullable=False),
+    Column("identifier_id", Id),
+    Column("other_person_id", Id),
+    Column("event_id", Id),
+    Column("rule", String(64), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("observed_at", Timestamp, nullable=False),
+    Column("detail", Json),
+)
+Index("ix_identity_links_person", identity_links.c.person_id)
+Index("ix_identity_links_event", identity_links.c.event_id)
+Index("ix_identity_links_identifier", identity_links.c.identifier_id)
