@@ -158,6 +158,7 @@ def build_web_app(settings: Settings, runtime: Runtime | None = None, *, worker:
         metrics=runtime.metrics,
         readiness=runtime,
         status=runtime,
+        people=runtime.graph,
         pixel_script=render_pixel(settings.public_url, single_shop),
         allowed_origins=frozenset(origins),
     )

@@ -53,6 +53,6 @@ class EventStore(Protocol):
     def erase_shop(self, shop: str) -> ErasureReport: ...
 
     def record_privacy_request(
-        self, shop: str, kind: EventKind, event_id: int, requested_at: datetime, completed_at: datetime,
+        self, shop: str, kind: EventKind, event_id: int | None, requested_at: datetime, completed_at: datetime,
         outcome: dict[str, int],
     ) -> None: ...

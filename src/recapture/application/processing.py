@@ -86,7 +86,7 @@ class EventProcessor:
         if event.kind is EventKind.PRIVACY_SHOP_REDACT:
             outcome = {**self._people.erase_shop(event.shop), **_counts(self._store.erase_shop(event.shop))}
         elif event.kind is EventKind.PRIVACY_CUSTOMER_REDACT:
-            outcome = self.erase_customer(event.shop, event)
+            outcome = self.erase_customer(event.shop, event.identifiers)
         else:
             # A data request is recorded for the merchant; recapture holds nothing Shopify does not already hold.
             self._record(event, {"identifiers": len(event.identifiers)})
@@ -94,15 +94,23 @@ class EventProcessor:
         self._record(event, outcome)
         return 1
 
-    def erase_customer(self, shop: str, request: PendingEvent) -> dict[str, int]:
+    def erase_customer(self, shop: str, identifiers: Sequence[Identifier]) -> dict[str, int]:
         """Everything of the customer: their persons (with every device and event), then any unresolved event."""
-        naming = [i for i in request.identifiers if i.type in NAMING_TYPES]
+        naming = [i for i in identifiers if i.type in NAMING_TYPES]
         people = self._people.erase_persons(shop, self._people.persons_holding(shop, naming))
         unresolved = self._store.erase_customer(shop, naming)
         return {
             "persons": people["persons"], "identifiers": people["identifiers"] + unresolved.identifiers,
             "links": people["links"], "events": people["events"] + unresolved.events,
         }
+
+    def erase_on_request(self, shop: str, identifiers: Sequence[Identifier]) -> dict[str, int]:
+        """An operator's erasure (`recapture erase`): the same as customers/redact, recorded likewise."""
+        with self._unit_of_work():
+            outcome = self.erase_customer(shop, identifiers)
+            now = self._clock.now()
+            self._store.record_privacy_request(shop, EventKind.PRIVACY_CUSTOMER_REDACT, None, now, now, outcome)
+        return outcome
 
     def _record(self, event: PendingEvent, outcome: dict[str, int]) -> None:
         self._store.record_privacy_request(

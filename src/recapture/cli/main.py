@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -79,6 +79,92 @@ def status() -> None:
 
     runtime = build_runtime(_settings())
     typer.echo(json.dumps(runtime.status(), indent=2))
+
+
+@app.command()
+def whois(
+    value: Annotated[str, typer.Argument(help="An email, phone, Shopify clientId, customer id, checkout or cart token.")],
+    shop: Annotated[str | None, typer.Option(help="The shop (default: the only configured shop).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the person behind an identifier: identifiers (contact values masked) and the evidence chain."""
+    from recapture.application.lookup import candidates
+    from recapture.wiring import build_runtime
+
+    settings = _settings()
+    shop = _one_shop(settings, shop)
+    runtime = build_runtime(settings)
+    for identifier in candidates(value):
+        stored = runtime.graph.find(shop, identifier)
+        if stored is not None:
+            report = runtime.graph.explain(stored.person_id)
+            if as_json:
+                typer.echo(json.dumps(report, indent=2))
+            else:
+                _print_person(report or {}, f"{identifier.type.value}")
+            return
+    console.print(f"no person holds {value!r} in {shop}")
+    raise typer.Exit(1)
+
+
+def _print_person(report: dict[str, Any], matched: str) -> None:
+    from rich.table import Table
+
+    out = Console()
+    out.print(f"[bold]person {report['person']}[/bold]  shop {report['shop']}  matched by {matched}  "
+              f"events {report['events']}  identified {report['identified_at'] or 'never'}"
+              + (f"  merged {report['merged']}" if report["merged"] else ""))
+    identifiers = Table("type", "value", "first seen", "last seen", title="identifiers")
+    for item in report["identifiers"]:
+        identifiers.add_row(item["type"], item["value"], item["first_seen"], item["last_seen"])
+    out.print(identifiers)
+    evidence = Table("at", "action", "identifier / person", "rule", "confidence", "event", "detail", title="evidence")
+    for link in report["evidence"]:
+        subject = link["identifier"] or (f"person {link['other_person']}" if link["other_person"] else "")
+        evidence.add_row(link["at"], link["action"], subject, link["rule"], f"{link['confidence']:.2f}",
+                         str(link["event"] or ""), json.dumps(link["detail"]) if link["detail"] else "")
+    out.print(evidence)
+
+
+@app.command()
+def erase(
+    email: Annotated[str | None, typer.Option(help="The customer's email.")] = None,
+    phone: Annotated[str | None, typer.Option(help="The customer's phone.")] = None,
+    customer_id: Annotated[str | None, typer.Option(help="The Shopify customer id.")] = None,
+    shop: Annotated[str | None, typer.Option(help="The shop (default: the only configured shop).")] = None,
+) -> None:
+    """Erase a customer everywhere: persons, identifiers, evidence and events (like customers/redact)."""
+    from recapture.domain.events import Identifier, IdentifierType
+    from recapture.domain.identifiers import normalize_email, normalize_phone, shopify_numeric_id
+    from recapture.wiring import build_runtime
+
+    given = [
+        (IdentifierType.EMAIL, normalize_email(email) if email else None, email),
+        (IdentifierType.PHONE, normalize_phone(phone) if phone else None, phone),
+        (IdentifierType.SHOPIFY_CUSTOMER_ID, shopify_numeric_id(customer_id) if customer_id else None, customer_id),
+    ]
+    invalid = [kind.value for kind, normalized, raw in given if raw and not normalized]
+    if invalid:
+        console.print(f"[red]not a valid {', '.join(invalid)}[/red]")
+        raise typer.Exit(2)
+    identifiers = [Identifier(type=kind, value=normalized) for kind, normalized, _ in given if normalized]
+    if not identifiers:
+        console.print("[red]give --email, --phone or --customer-id[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    runtime = build_runtime(settings)
+    outcome = runtime.processor.erase_on_request(_one_shop(settings, shop), identifiers)
+    typer.echo(json.dumps(outcome))
+
+
+def _one_shop(settings: Settings, shop: str | None) -> str:
+    if shop:
+        return shop.strip().lower()
+    shops = settings.all_shops()
+    if len(shops) != 1:
+        console.print("[red]several shops are configured: pass --shop[/red]")
+        raise typer.Exit(2)
+    return shops[0].domain
 
 
 def run() -> None:

@@ -50,3 +50,13 @@ async def status(request: Request, ctx: HttpContext) -> Response:
     if (refusal := authorized(request, ctx)) is not None:
         return refusal
     return json_response(ctx.status.status())
+
+
+async def person(request: Request, ctx: HttpContext) -> Response:
+    if (refusal := authorized(request, ctx)) is not None:
+        return refusal
+    raw_id = request.path_params["person_id"]
+    report = ctx.people.explain(int(raw_id)) if raw_id.isdigit() else None
+    if report is None:
+        return error_response(404, "unknown_person", f"no person {raw_id}")
+    return json_response(report)

@@ -57,6 +57,9 @@ def build_app(ctx: HttpContext, clock: object, lifespan: Lifespan | None = None)
     async def status(request: Request) -> Response:
         return await admin.status(request, ctx)
 
+    async def person(request: Request) -> Response:
+        return await admin.person(request, ctx)
+
     routes = [
         Route("/collect/shopify", collect, methods=["POST", "OPTIONS"]),
         Route("/webhooks/shopify", webhook, methods=["POST"]),
@@ -66,5 +69,6 @@ def build_app(ctx: HttpContext, clock: object, lifespan: Lifespan | None = None)
         Route("/metrics", metrics, methods=["GET"]),
         Route("/admin/clock", set_clock, methods=["POST"]),
         Route("/admin/status", status, methods=["GET"]),
+        Route("/admin/persons/{person_id}", person, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

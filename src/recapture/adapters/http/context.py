@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from recapture.adapters.observability.metrics import Metrics
 from recapture.application.collector import Collector
@@ -13,6 +13,10 @@ from recapture.settings import Settings, ShopSettings
 
 class Readiness(Protocol):
     def check(self) -> dict[str, bool]: ...
+
+
+class PersonExplainer(Protocol):
+    def explain(self, person: int) -> dict[str, Any] | None: ...
 
 
 class StatusSource(Protocol):
@@ -28,5 +32,6 @@ class HttpContext:
     metrics: Metrics
     readiness: Readiness
     status: StatusSource
+    people: PersonExplainer
     pixel_script: str
     allowed_origins: frozenset[str] = field(default_factory=frozenset)

@@ -261,7 +261,7 @@ class SqlEventStore:
         return ErasureReport(events=removed_events, identifiers=removed_identifiers)
 
     def record_privacy_request(
-        self, shop: str, kind: EventKind, event_id: int, requested_at: datetime, completed_at: datetime,
+        self, shop: str, kind: EventKind, event_id: int | None, requested_at: datetime, completed_at: datetime,
         outcome: dict[str, int],
     ) -> None:
         with self._tx.begin() as conn:
