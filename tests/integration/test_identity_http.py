@@ -137,3 +137,20 @@ def test_customer_redact_erases_persons_identifiers_evidence_and_events(client: 
         assert conn.execute(select(identity_links).where(identity_links.c.person_id == ann)).first() is None
         remaining = {(r.type, r.value) for r in conn.execute(select(identifiers.c.type, identifiers.c.value))}
     assert remaining == {("client_id", "bob")}
+
+
+def test_admin_attributions_pages_through_resolved_events(client: TestClient, runtime: Runtime) -> None:
+    """GET /admin/attributions lists processed events with their current person and reachability."""
+    collect(client, envelope(pixel_event(event_id="x1", client_id="dx")),
+            envelope(pixel_event(name="checkout_started", event_id="x2", client_id="dx",
+                                 data={"checkout": checkout(email="pat@example.com")})),
+            envelope(pixel_event(event_id="y1", client_id="dy")))
+    runtime.processor.run_once()
+    page = client.get("/admin/attributions?limit=2", headers=AUTH).json()
+    rows = page["attributions"]
+    assert [r["source_event_id"] for r in rows] == ["x1", "x2"]
+    assert rows[0]["person"] == rows[1]["person"]
+    assert rows[0]["reachable"] is True
+    rest = client.get(f"/admin/attributions?after={page['next']}", headers=AUTH).json()["attributions"]
+    assert [(r["source_event_id"], r["reachable"]) for r in rest] == [("y1", False)]
+    assert client.get("/admin/attributions?after=x", headers=AUTH).status_code == 422

@@ -60,3 +60,19 @@ async def person(request: Request, ctx: HttpContext) -> Response:
     if report is None:
         return error_response(404, "unknown_person", f"no person {raw_id}")
     return json_response(report)
+
+
+MAX_ATTRIBUTIONS = 5000
+
+
+async def attributions(request: Request, ctx: HttpContext) -> Response:
+    """Processed events in id order with the person each belongs to now: `?shop=&after=<id>&limit=`."""
+    if (refusal := authorized(request, ctx)) is not None:
+        return refusal
+    query = request.query_params
+    shop = (query.get("shop") or (next(iter(ctx.shops)) if len(ctx.shops) == 1 else "")).lower()
+    after, limit = query.get("after", "0"), query.get("limit", "1000")
+    if shop not in ctx.shops or not after.isdigit() or not limit.isdigit():
+        return error_response(422, "invalid_query", "pass ?shop=<configured shop>&after=<event id>&limit=<n>")
+    rows = ctx.people.attributions(shop, int(after), min(int(limit), MAX_ATTRIBUTIONS))
+    return json_response({"shop": shop, "attributions": rows, "next": rows[-1]["id"] if rows else int(after)})

@@ -60,6 +60,9 @@ def build_app(ctx: HttpContext, clock: object, lifespan: Lifespan | None = None)
     async def person(request: Request) -> Response:
         return await admin.person(request, ctx)
 
+    async def attributions(request: Request) -> Response:
+        return await admin.attributions(request, ctx)
+
     routes = [
         Route("/collect/shopify", collect, methods=["POST", "OPTIONS"]),
         Route("/webhooks/shopify", webhook, methods=["POST"]),
@@ -70,5 +73,6 @@ def build_app(ctx: HttpContext, clock: object, lifespan: Lifespan | None = None)
         Route("/admin/clock", set_clock, methods=["POST"]),
         Route("/admin/status", status, methods=["GET"]),
         Route("/admin/persons/{person_id}", person, methods=["GET"]),
+        Route("/admin/attributions", attributions, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

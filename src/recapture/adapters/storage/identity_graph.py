@@ -296,3 +296,28 @@ class SqlIdentityGraph:
                 update(events).where(events.c.id == bindparam("event")).values(person_id=bindparam("person")),
                 [{"event": e, "person": p} for e, p in assignments],
             )
+
+    # -- attributions (the accuracy harness reads these through /admin/attributions) --------------------------
+
+    def attributions(self, shop: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """Resolved events in id order: who each belongs to now (after merges) and whether they are reachable."""
+        root = func.coalesce(persons.c.merged_into, persons.c.id).label("person")
+        with self._tx.begin() as conn:
+            rows = conn.execute(
+                select(events.c.id, events.c.source, events.c.source_event_id, events.c.kind, root)
+                .join(persons, persons.c.id == events.c.person_id, isouter=True)
+                .where(events.c.shop == shop, events.c.id > after, events.c.processed_at.is_not(None))
+                .order_by(events.c.id).limit(limit)
+            ).all()
+            people = sorted({r.person for r in rows if r.person is not None})
+            reachable = set(conn.execute(
+                select(identifiers.c.person_id).where(
+                    identifiers.c.person_id.in_(people),
+                    identifiers.c.type.in_([IdentifierType.EMAIL.value, IdentifierType.PHONE.value]),
+                )
+            ).scalars()) if people else set()
+        return [
+            {"id": r.id, "source": r.source, "source_event_id": r.source_event_id, "kind": r.kind,
+             "person": r.person, "reachable": r.person in reachable}
+            for r in rows
+        ]
