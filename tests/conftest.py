@@ -11,8 +11,8 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REQUIRE_POSTGRES = os.environ.get("RECAPTURE_REQUIRE_POSTGRES") == "1"
 # Tests run on the manual clock, set to the time the support payloads were "sent".
-SIMULATION_START = datetime(2026, 10, 5, 10, 0, tzinfo=timezone.utc)
+SIMULATION_START = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
 
 
 def _unavailable(message: str, required: bool) -> None:

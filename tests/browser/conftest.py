@@ -366,13 +366,17 @@ def envelopes_sent(fetches: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     sent = []
     for record in fetches:
         body = json.loads(record["body"])
-        sent.append(body["batch"] if "batch" in body else [body])
+        sent.append(body.get("batch", [body]))
     return sent
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium (never a downloaded browser); absent or broken means skip, or fail when required."""
+    """Debian's Chromium (never a downloaded browser); absent or broken means skip, or fail when required.
+
+    Module scope: Playwright's sync API keeps an event loop running in the main thread until it stops, which
+    would break `asyncio.run` in the tests that come after.
+    """
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing: `apt-get install chromium` to run the browser tests", REQUIRE_BROWSER)
     try:
@@ -382,7 +386,7 @@ def chromium() -> Iterator[Any]:
     manager = sync_playwright().start()
     try:
         browser = manager.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000)
-    except Exception as error:  # noqa: BLE001 - any launch failure means no browser here
+    except Exception as error:  # any launch failure means no usable browser here
         manager.stop()
         _unavailable(f"{CHROMIUM} did not start under Playwright: {type(error).__name__}: {error}", REQUIRE_BROWSER)
     yield browser

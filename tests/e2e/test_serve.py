@@ -15,7 +15,17 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.support import ADMIN_TOKEN, AUTH, SECRET_KEY, SHOP, WEBHOOK_SECRET, checkout, envelope, pixel_event, webhook_headers
+from tests.support import (
+    ADMIN_TOKEN,
+    AUTH,
+    SECRET_KEY,
+    SHOP,
+    WEBHOOK_SECRET,
+    checkout,
+    envelope,
+    pixel_event,
+    webhook_headers,
+)
 
 
 @pytest.fixture

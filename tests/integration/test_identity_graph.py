@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import delete
 
 from recapture.adapters.storage.database import make_engine
 from recapture.adapters.storage.identity_graph import SqlIdentityGraph
+from recapture.adapters.storage.schema import identifiers, identity_links, persons
 from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
 from recapture.application.identity import IdentityResolver
@@ -25,8 +26,8 @@ T = IdentifierType
 
 
 @pytest.fixture
-def sql_graph(runtime: Runtime) -> Iterator[SqlIdentityGraph]:
-    yield SqlIdentityGraph(Transactions(runtime.engine), Sealer(SECRET_KEY))
+def sql_graph(runtime: Runtime) -> SqlIdentityGraph:
+    return SqlIdentityGraph(Transactions(runtime.engine), Sealer(SECRET_KEY))
 
 
 def _sql_partition(graph: SqlIdentityGraph, person_ids: set[int]) -> set[frozenset[str]]:
@@ -47,7 +48,8 @@ def test_shared_tablet_scenario_on_the_database(sql_graph: SqlIdentityGraph) -> 
     dad = resolver.resolve(event((T.CLIENT_ID, "tablet"), (T.EMAIL, "dad@family.test"), at=START + timedelta(hours=5)))
     assert mom.person != dad.person
     tablet = sql_graph.find(SHOP, event((T.CLIENT_ID, "tablet")).identifiers[0])
-    assert tablet is not None and tablet.person_id == dad.person
+    assert tablet is not None
+    assert tablet.person_id == dad.person
     assert {i.value for i in sql_graph.identifiers_of(mom.person)} == {"mom@family.test"}  # type: ignore[arg-type]
 
 
@@ -76,8 +78,8 @@ def test_database_graph_matches_the_reference_graph(runtime: Runtime, events) ->
     """Differential test: any sequence of events yields the same persons in SQL as in memory."""
     engine = make_engine(str(runtime.engine.url.render_as_string(hide_password=False)))
     with engine.begin() as conn:
-        for table in ("identity_links", "identifiers", "persons"):
-            conn.exec_driver_sql(f"DELETE FROM {table}")
+        for table in (identity_links, identifiers, persons):
+            conn.execute(delete(table))
     sql = SqlIdentityGraph(Transactions(engine), Sealer(SECRET_KEY))
     memory = InMemoryIdentityGraph()
     sql_resolver = IdentityResolver(sql, lambda _: DEFAULT_POLICY)

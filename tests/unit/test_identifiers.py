@@ -186,10 +186,14 @@ def test_normalize_phone_formats_e164(value: object, region: str, expected: str)
 
 
 @pytest.mark.parametrize(
-    "value", [None, "", "0", "null", "undefined", "12", "abc", "555-625-1199", "+1 000 000 0000", True, 1.5, ["+14155552671"]]
+    "value",
+    [
+        None, "", "0", "null", "undefined", "12", "abc", "555-625-1199", "+1 000 000 0000", True, 1.5, ["+14155552671"],
+        "+4930000000000000",
+    ],
 )
 def test_normalize_phone_drops_invalid_values(value: object) -> None:
-    """Placeholders, impossible numbers and non-scalar values give None."""
+    """Placeholders, impossible or over-long (over 15 digits) numbers and non-scalar values give None."""
     assert normalize_phone(value) is None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import count
 
 from hypothesis import given, settings
@@ -17,7 +17,7 @@ from recapture.domain.identity.resolver import ConflictKind
 
 T = IdentifierType
 SHOP = "demo-store.myshopify.com"
-START = datetime(2026, 10, 5, 10, 0, tzinfo=timezone.utc)
+START = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
 _ids = count(1)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -17,8 +17,7 @@ from recapture.domain.timestamps import (
     parse_timestamp,
 )
 
-RECEIVED = datetime(2026, 10, 5, 10, 0, tzinfo=timezone.utc)
-UTC = timezone.utc
+RECEIVED = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -38,7 +37,8 @@ def test_parse_iso_timestamps_to_utc(value: str, expected: datetime) -> None:
     """ISO-8601 text (Z, offsets, naive = UTC) parses to an aware UTC datetime."""
     parsed = parse_timestamp(value)
     assert parsed == expected
-    assert parsed is not None and parsed.utcoffset() == timedelta(0)
+    assert parsed is not None
+    assert parsed.utcoffset() == timedelta(0)
 
 
 @pytest.mark.parametrize(

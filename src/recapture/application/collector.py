@@ -71,7 +71,8 @@ class Collector:
             if isinstance(item, Rejection):
                 results.append(_rejected(index, item))
             elif not self.knows_shop(item.shop):
-                unknown = Rejection(code="unknown_shop", message=f"shop {item.shop!r} is not configured", id=item.event_id)
+                message = f"shop {item.shop!r} is not configured"
+                unknown = Rejection(code="unknown_shop", message=message, id=item.event_id)
                 results.append(_rejected(index, unknown))
             else:
                 outcome = self._normalize(item, facts)

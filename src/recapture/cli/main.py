@@ -83,7 +83,7 @@ def status() -> None:
 
 @app.command()
 def whois(
-    value: Annotated[str, typer.Argument(help="An email, phone, Shopify clientId, customer id, checkout or cart token.")],
+    value: Annotated[str, typer.Argument(help="An email, phone, clientId, customer id, checkout or cart token.")],
     shop: Annotated[str | None, typer.Option(help="The shop (default: the only configured shop).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -19,6 +19,7 @@ _ALL_ZEROES = re.compile(r"^[0\-_.:]+$")
 _CART_TOKEN_IN_URL = re.compile(r"/checkouts/cn/([A-Za-z0-9_\-]+)")
 _CHECKOUT_TOKEN_IN_URL = re.compile(r"/checkouts/(?:c/)?([0-9a-f]{32})(?:[/?#]|$)")
 _SHOPIFY_GID = re.compile(r"^gid://shopify/[A-Za-z]+/(\d+)$")
+_MAX_ID_INT = 10**512
 
 
 def is_placeholder(value: str) -> bool:
@@ -27,9 +28,14 @@ def is_placeholder(value: str) -> bool:
 
 
 def clean_token(value: object) -> str | None:
-    """A device id, token or numeric id as a trimmed string, or None for placeholders."""
-    if value is None or isinstance(value, bool):
+    """A device id, token or numeric id as a trimmed string, or None for placeholders.
+
+    Only text and integers are ids: a dict, list or float would otherwise become its Python repr.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
         return None
+    if isinstance(value, int) and not -_MAX_ID_INT < value < _MAX_ID_INT:
+        return None  # str() of a huge int raises, and no id is that long
     text = str(value).strip()
     if not text or len(text) > 512 or is_placeholder(text):
         return None
@@ -42,7 +48,8 @@ def shopify_numeric_id(value: object) -> str | None:
     if text is None:
         return None
     match = _SHOPIFY_GID.match(text)
-    return match.group(1) if match else text
+    # gid://shopify/Customer/0 is as unset as a bare 0.
+    return clean_token(match.group(1)) if match else text
 
 
 def normalize_email(value: object) -> str | None:
@@ -58,10 +65,8 @@ def normalize_email(value: object) -> str | None:
 
 def normalize_phone(value: object, default_region: str = "US") -> str | None:
     """E.164, the only phone format Klaviyo accepts; None when the number is not a possible number."""
-    if not isinstance(value, str | int) or isinstance(value, bool):
-        return None
-    text = str(value).strip()
-    if not text or is_placeholder(text):
+    text = clean_token(value)
+    if text is None:
         return None
     try:
         parsed = phonenumbers.parse(text, default_region)
@@ -69,7 +74,9 @@ def normalize_phone(value: object, default_region: str = "US") -> str | None:
         return None
     if not phonenumbers.is_valid_number(parsed):
         return None
-    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    e164 = str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    # libphonenumber accepts some German numbers longer than E.164's 15 digits; Klaviyo would refuse them.
+    return e164 if len(e164) <= 16 else None
 
 
 def cart_token_from_url(url: str | None) -> str | None:

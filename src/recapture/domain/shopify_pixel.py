@@ -88,6 +88,34 @@ def _dict(value: object) -> Json:
     return value if isinstance(value, Mapping) else {}
 
 
+def _list(value: object) -> list[Any]:
+    # A pixel field that should be a list may arrive as a number or a string; iterating those is wrong or fails.
+    return value if isinstance(value, list) else []
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _absolute_url(url: object, origin: str | None) -> str | None:
+    """Product URLs are site-relative and image srcs protocol-relative (`//cdn...`); emails need absolute URLs."""
+    text = _text(url)
+    if text is None:
+        return None
+    if text.startswith("//"):
+        return "https:" + text
+    if not origin:
+        return text
+    try:
+        return urljoin(origin, text)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return text
+
+
 def _cart_token_from_gid(cart_id: object) -> str | None:
     # Pixel carts are gid://shopify/Cart/<token>?key=<secret>; the key must never be stored as an identifier.
     text = clean_token(cart_id)
@@ -100,38 +128,35 @@ def _cart_token_from_gid(cart_id: object) -> str | None:
 def variant_product(variant: Json, quantity: object = 1, page_origin: str | None = None) -> Product:
     product = _dict(variant.get("product"))
     price = _dict(variant.get("price"))
-    url = product.get("url") if isinstance(product.get("url"), str) else None
+    product_title, variant_title = _text(product.get("title")), _text(variant.get("title"))
     return Product(
         product_id=shopify_numeric_id(product.get("id")),
         variant_id=shopify_numeric_id(variant.get("id")),
         sku=clean_token(variant.get("sku")),
-        title=product.get("title") or variant.get("title"),
-        variant_title=variant.get("title") if product.get("title") else None,
+        title=product_title or variant_title,
+        variant_title=variant_title if product_title else None,
         price=to_decimal(price),
         currency=currency_of(price),
-        image_url=_dict(variant.get("image")).get("src"),
-        url=urljoin(page_origin, url) if page_origin and url else url,
-        quantity=quantity if isinstance(quantity, int) and quantity > 0 else 1,
+        image_url=_absolute_url(_dict(variant.get("image")).get("src"), page_origin),
+        url=_absolute_url(product.get("url"), page_origin),
+        quantity=_count(quantity) or 1,
     )
 
 
 def _checkout_commerce(checkout: Json, page_url: str | None, origin: str | None) -> Commerce:
     products = []
-    for line in checkout.get("lineItems") or ():
+    for line in _list(checkout.get("lineItems")):
         line = _dict(line)
         variant = _dict(line.get("variant"))
         products.append(variant_product(variant, line.get("quantity"), origin))
     total = _dict(checkout.get("totalPrice")) or _dict(checkout.get("subtotalPrice"))
-    codes = tuple(
-        str(d.get("title"))
-        for d in (_dict(x) for x in checkout.get("discountApplications") or ())
-        if d.get("type") == "DISCOUNT_CODE" and d.get("title")
-    )
+    applications = [_dict(x) for x in _list(checkout.get("discountApplications"))]
+    codes = tuple(t for d in applications if d.get("type") == "DISCOUNT_CODE" and (t := _text(d.get("title"))))
     order = _dict(checkout.get("order"))
     return Commerce(
         products=tuple(products),
         value=to_decimal(total),
-        currency=currency_of(total) or checkout.get("currencyCode"),
+        currency=currency_of(total) or _text(checkout.get("currencyCode")),
         item_count=sum(p.quantity for p in products),
         checkout_token=clean_token(checkout.get("token")),
         cart_token=cart_token_from_url(page_url),
@@ -144,36 +169,43 @@ def _checkout_commerce(checkout: Json, page_url: str | None, origin: str | None)
 def _cart_commerce(cart: Json, origin: str | None) -> Commerce:
     products = tuple(
         variant_product(_dict(line.get("merchandise")), line.get("quantity"), origin)
-        for line in (_dict(x) for x in cart.get("lines") or ())
+        for line in (_dict(x) for x in _list(cart.get("lines")))
     )
     total = _dict(_dict(cart.get("cost")).get("totalAmount"))
     return Commerce(
         products=products,
         value=to_decimal(total),
         currency=currency_of(total),
-        item_count=cart.get("totalQuantity") or sum(p.quantity for p in products),
+        item_count=_count(cart.get("totalQuantity")) or sum(p.quantity for p in products),
         cart_token=_cart_token_from_gid(cart.get("id")),
     )
 
 
 def commerce_of(kind: EventKind, data: Json, page_url: str | None, origin: str | None) -> Commerce:
+    # `productVariant` and `cartLine` may be null: that is no product, not an empty one counted as an item.
     if kind is EventKind.PRODUCT_VIEWED:
-        product = variant_product(_dict(data.get("productVariant")), 1, origin)
+        variant = _dict(data.get("productVariant"))
+        if not variant:
+            return EMPTY_COMMERCE
+        product = variant_product(variant, 1, origin)
         return Commerce(products=(product,), value=product.price, currency=product.currency, item_count=1)
     if kind in (EventKind.PRODUCT_ADDED_TO_CART, EventKind.PRODUCT_REMOVED_FROM_CART):
         line = _dict(data.get("cartLine"))
+        if not line:
+            return EMPTY_COMMERCE
         product = variant_product(_dict(line.get("merchandise")), line.get("quantity"), origin)
         cost = _dict(_dict(line.get("cost")).get("totalAmount"))
+        line_total = to_decimal(cost)  # 0 for a free gift: still the line's value
         return Commerce(
-            products=(product,), value=to_decimal(cost) or product.price,
+            products=(product,), value=product.price if line_total is None else line_total,
             currency=currency_of(cost) or product.currency, item_count=product.quantity,
         )
     if kind is EventKind.CART_VIEWED:
         return _cart_commerce(_dict(data.get("cart")), origin)
     if kind is EventKind.COLLECTION_VIEWED:
-        return Commerce(collection_title=_dict(data.get("collection")).get("title"))
+        return Commerce(collection_title=_text(_dict(data.get("collection")).get("title")))
     if kind is EventKind.SEARCH_SUBMITTED:
-        return Commerce(search_query=_dict(data.get("searchResult")).get("query"))
+        return Commerce(search_query=_text(_dict(data.get("searchResult")).get("query")))
     if "checkout" in data:
         return _checkout_commerce(_dict(data.get("checkout")), page_url, origin)
     return EMPTY_COMMERCE
@@ -192,13 +224,20 @@ def _contact_identifiers(source: Json, default_region: str) -> list[Identifier]:
 
 
 def identifiers_of(envelope: PixelEnvelope, commerce: Commerce, default_region: str) -> tuple[Identifier, ...]:
-    found = [Identifier(type=IdentifierType.CLIENT_ID, value=envelope.client_id)]
+    found: list[Identifier] = []
+    client_id = clean_token(envelope.client_id)
+    if client_id:
+        found.append(Identifier(type=IdentifierType.CLIENT_ID, value=client_id))
     customer = _dict(envelope.customer)
-    customer_id = shopify_numeric_id(customer.get("id"))
-    if customer_id:
-        found.append(Identifier(type=IdentifierType.SHOPIFY_CUSTOMER_ID, value=customer_id))
+    checkout = _dict(envelope.data.get("checkout"))
+    # A guest's checkout_completed names the customer only on the order.
+    order_customer = _dict(_dict(checkout.get("order")).get("customer"))
+    for source in (customer, order_customer):
+        customer_id = shopify_numeric_id(source.get("id"))
+        if customer_id:
+            found.append(Identifier(type=IdentifierType.SHOPIFY_CUSTOMER_ID, value=customer_id))
     found += _contact_identifiers(customer, default_region)
-    found += _contact_identifiers(_dict(envelope.data.get("checkout")), default_region)
+    found += _contact_identifiers(checkout, default_region)
     for kind, value in (
         (IdentifierType.CHECKOUT_TOKEN, commerce.checkout_token),
         (IdentifierType.CART_TOKEN, commerce.cart_token),
@@ -234,9 +273,9 @@ def device_of(context: Json, facts: RequestFacts) -> Device:
     width, height = screen.get("width"), screen.get("height")
     return Device(
         ip=facts.ip,
-        user_agent=facts.user_agent or navigator.get("userAgent"),
-        language=navigator.get("language") if isinstance(navigator.get("language"), str) else None,
-        screen=f"{width}x{height}" if isinstance(width, int) and isinstance(height, int) else None,
+        user_agent=facts.user_agent or _text(navigator.get("userAgent")),
+        language=_text(navigator.get("language")),
+        screen=f"{width}x{height}" if _count(width) is not None and _count(height) is not None else None,
     )
 
 
@@ -254,7 +293,7 @@ def normalize_pixel_event(
     commerce = commerce_of(kind, envelope.data, page_url, origin) if kind is not EventKind.OTHER else EMPTY_COMMERCE
     attribution = attribution_from_url(page_url)
     identifiers = identifiers_of(envelope, commerce, default_region)
-    exchange_id = attribution.click_ids.get("_kx")
+    exchange_id = clean_token(attribution.click_ids.get("_kx"))
     if exchange_id:
         identifiers = unique_identifiers(
             [*identifiers, Identifier(type=IdentifierType.KLAVIYO_EXCHANGE_ID, value=exchange_id)]

@@ -70,33 +70,44 @@ def _dict(value: object) -> Json:
     return value if isinstance(value, Mapping) else {}
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
 def _line_product(line: Json, currency: str | None) -> Product:
     quantity = line.get("quantity")
     return Product(
         product_id=shopify_numeric_id(line.get("product_id")),
         variant_id=shopify_numeric_id(line.get("variant_id")),
         sku=clean_token(line.get("sku")),
-        title=line.get("title") or line.get("name"),
-        variant_title=line.get("variant_title"),
+        title=_text(line.get("title")) or _text(line.get("name")),
+        variant_title=_text(line.get("variant_title")),
         price=to_decimal(line.get("price")),
         currency=currency,
-        quantity=quantity if isinstance(quantity, int) and quantity > 0 else 1,
+        quantity=quantity if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity > 0 else 1,
     )
 
 
 def _lines_value(products: tuple[Product, ...]) -> Decimal | None:
-    priced = [p.price * p.quantity for p in products if p.price is not None]
-    return sum(priced, Decimal(0)) if priced else None
+    try:
+        priced = [p.price * p.quantity for p in products if p.price is not None]
+        return sum(priced, Decimal(0)) if priced else None
+    except ArithmeticError:  # decimal.Overflow: an absurd price is no value
+        return None
 
 
 def _commerce(kind: EventKind, resource: Json) -> Commerce:
     if kind in (EventKind.CUSTOMER_UPDATED, EventKind.OTHER, *_PRIVACY):
         return EMPTY_COMMERCE
-    currency = resource.get("currency") or resource.get("presentment_currency")
-    products = tuple(_line_product(_dict(line), currency) for line in resource.get("line_items") or ())
+    currency = _text(resource.get("currency")) or _text(resource.get("presentment_currency"))
+    products = tuple(_line_product(_dict(line), currency) for line in _list(resource.get("line_items")))
     is_order = kind in (EventKind.ORDER_PLACED, EventKind.ORDER_PAID)
     is_cart = kind is EventKind.CART_UPDATED
-    recovery_url = resource.get("abandoned_checkout_url")
+    recovery_url = _text(resource.get("abandoned_checkout_url"))
     return Commerce(
         products=products,
         value=_lines_value(products) if is_cart else to_decimal(resource.get("total_price")),
@@ -105,10 +116,10 @@ def _commerce(kind: EventKind, resource: Json) -> Commerce:
         checkout_token=clean_token(resource.get("checkout_token" if is_order else "token")) if not is_cart else None,
         cart_token=clean_token(resource.get("token" if is_cart else "cart_token"))
         or cart_token_from_url(recovery_url),
-        checkout_url=recovery_url if isinstance(recovery_url, str) else None,
+        checkout_url=recovery_url,
         order_id=shopify_numeric_id(resource.get("id")) if is_order else None,
         discount_codes=tuple(
-            str(code.get("code")) for code in (_dict(c) for c in resource.get("discount_codes") or ()) if code.get("code")
+            code for code in (_text(_dict(c).get("code")) for c in _list(resource.get("discount_codes"))) if code
         ),
     )
 
@@ -146,6 +157,12 @@ def identifiers_of(kind: EventKind, resource: Json, commerce: Commerce, region: 
     ):
         if value:
             found.append(Identifier(type=kind_, value=value))
+    if kind in _PRIVACY:
+        # Shopify names the orders to redact (or report): erasure must reach events linked only by those orders.
+        for order in (*_list(resource.get("orders_to_redact")), *_list(resource.get("orders_requested"))):
+            order_id = shopify_numeric_id(order)
+            if order_id:
+                found.append(Identifier(type=IdentifierType.ORDER_ID, value=order_id))
     return unique_identifiers(found)
 
 
@@ -162,7 +179,7 @@ def _consent(resource: Json) -> Consent | None:
 def _device(resource: Json) -> Device:
     client = _dict(resource.get("client_details"))
     ip = clean_token(client.get("browser_ip") or resource.get("browser_ip"))
-    return Device(ip=ip, user_agent=client.get("user_agent"), language=client.get("accept_language"))
+    return Device(ip=ip, user_agent=_text(client.get("user_agent")), language=_text(client.get("accept_language")))
 
 
 def normalize_webhook(
@@ -181,12 +198,10 @@ def normalize_webhook(
     )
     occurred_at, flag = clamp_occurred_at(claimed, received_at, policy)
     landing = resource.get("landing_site")
-    meta = {"topic": delivery.topic}
-    for key, value in (
-        ("event_id", delivery.event_id), ("triggered_at", delivery.triggered_at), ("api_version", delivery.api_version),
-    ):
-        if value:
-            meta[key] = value
+    headers = {
+        "event_id": delivery.event_id, "triggered_at": delivery.triggered_at, "api_version": delivery.api_version,
+    }
+    meta = {"topic": delivery.topic} | {key: value for key, value in headers.items() if value}
     return CanonicalEvent(
         shop=delivery.shop,
         source=Source.SHOPIFY_WEBHOOK,

@@ -29,11 +29,12 @@ def parse_timestamp(value: object) -> datetime | None:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         else:
             return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        # Inside the try: 0001-01-01T00:00+01:00 parses, but falls before year 1 in UTC.
+        return parsed.astimezone(UTC)
     except (ValueError, OverflowError, OSError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def clamp_occurred_at(

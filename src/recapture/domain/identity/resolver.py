@@ -234,7 +234,8 @@ def _attach_fresh(plan: Plan, anchor: _Group, members: Sequence[Observed | Known
         count = anchor.counts.get(member.type, 0)
         if count + 1 > policy.limit(member.type):
             plan.refused.append(observed)
-            plan.conflicts.append(Conflict(kind=ConflictKind.TYPE_LIMIT, persons=(anchor.person,), types=(member.type,)))
+            persons = (anchor.person,) if anchor.person != _NEW else ()
+            plan.conflicts.append(Conflict(kind=ConflictKind.TYPE_LIMIT, persons=persons, types=(member.type,)))
             continue
         anchor.counts[member.type] = anchor.counts.get(member.type, 0) + 1
         if member.type in DISTINCT_PERSON_TYPES:
