@@ -464,6 +464,7 @@ def test_customer_identifiers_from_init_customer() -> None:
         Identifier(type=IdentifierType.SHOPIFY_CUSTOMER_ID, value="123"),
         Identifier(type=IdentifierType.EMAIL, value="shopper@example.com"),
         Identifier(type=IdentifierType.PHONE, value="+14155552671"),
+        Identifier(type=IdentifierType.CLICK_ID, value="fbclid:FB.123"),
     )
 
 
@@ -547,7 +548,16 @@ def test_same_exchange_id_in_cookie_and_url_appears_once() -> None:
 def test_garbage_klaviyo_cookie_is_ignored() -> None:
     """An undecodable `__kla_id` cookie adds nothing and breaks nothing."""
     event = normalize(pixel_event("page_viewed", data={}), cookies={"__kla_id": "%%%not-base64"})
-    assert [i.type for i in event.identifiers] == [IdentifierType.CLIENT_ID]
+    assert [i.type for i in event.identifiers] == [IdentifierType.CLIENT_ID, IdentifierType.CLICK_ID]
+
+
+def test_ad_click_ids_become_click_id_identifiers_and_kx_an_exchange_id() -> None:
+    """fbclid/gclid/ttclid/msclkid on the landing URL are short-lived identifiers; `_kx` names a Klaviyo profile."""
+    href = "https://demo-store.myshopify.com/?gclid=G-1&ttclid=T-2&msclkid=M-3&_kx=KX.9&utm_source=google"
+    event = normalize(pixel_event("page_viewed", data={}, href=href))
+    found = {(i.type, i.value) for i in event.identifiers}
+    assert {(IdentifierType.CLICK_ID, "gclid:G-1"), (IdentifierType.CLICK_ID, "ttclid:T-2"),
+            (IdentifierType.CLICK_ID, "msclkid:M-3"), (IdentifierType.KLAVIYO_EXCHANGE_ID, "KX.9")} <= found
 
 
 # --- consent, device, time ----------------------------------------------------------------------------------------

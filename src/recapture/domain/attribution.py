@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
-from recapture.domain.events import Attribution
+from recapture.domain.events import Attribution, Identifier, IdentifierType
+from recapture.domain.identifiers import clean_token
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id")
 # Click ids name the ad network that sent the visit; `_kx` is Klaviyo's exchange id on email links.
@@ -20,6 +21,20 @@ def query_parameters(url: str | None) -> dict[str, str]:
     except ValueError:
         return {}
     return {key: value for key, value in parse_qsl(query) if value and len(value) <= MAX_PARAMETER_LENGTH}
+
+
+def attribution_identifiers(attribution: Attribution) -> list[Identifier]:
+    """Klaviyo's `_kx` names a Klaviyo profile; ad click ids link visits only briefly (see the identity policy)."""
+    found: list[Identifier] = []
+    for key, value in attribution.click_ids.items():
+        token = clean_token(value)
+        if token is None:
+            continue
+        if key == "_kx":
+            found.append(Identifier(type=IdentifierType.KLAVIYO_EXCHANGE_ID, value=token))
+        else:
+            found.append(Identifier(type=IdentifierType.CLICK_ID, value=f"{key}:{token}"))
+    return found
 
 
 def attribution_from_url(url: str | None) -> Attribution:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin
 
-from recapture.domain.attribution import attribution_from_url
+from recapture.domain.attribution import attribution_from_url, attribution_identifiers
 from recapture.domain.events import (
     EMPTY_COMMERCE,
     CanonicalEvent,
@@ -292,12 +292,9 @@ def normalize_pixel_event(
     kind = STANDARD_EVENTS.get(envelope.name, EventKind.OTHER)
     commerce = commerce_of(kind, envelope.data, page_url, origin) if kind is not EventKind.OTHER else EMPTY_COMMERCE
     attribution = attribution_from_url(page_url)
-    identifiers = identifiers_of(envelope, commerce, default_region)
-    exchange_id = clean_token(attribution.click_ids.get("_kx"))
-    if exchange_id:
-        identifiers = unique_identifiers(
-            [*identifiers, Identifier(type=IdentifierType.KLAVIYO_EXCHANGE_ID, value=exchange_id)]
-        )
+    identifiers = unique_identifiers(
+        [*identifiers_of(envelope, commerce, default_region), *attribution_identifiers(attribution)]
+    )
     occurred_at, flag = clamp_occurred_at(parse_timestamp(envelope.timestamp), facts.received_at, policy)
     return CanonicalEvent(
         shop=envelope.shop,

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from recapture.domain.attribution import attribution_from_url
+from recapture.domain.attribution import attribution_from_url, attribution_identifiers
 from recapture.domain.events import (
     EMPTY_COMMERCE,
     CanonicalEvent,
@@ -198,6 +198,7 @@ def normalize_webhook(
     )
     occurred_at, flag = clamp_occurred_at(claimed, received_at, policy)
     landing = resource.get("landing_site")
+    attribution = attribution_from_url(landing if isinstance(landing, str) else None)
     headers = {
         "event_id": delivery.event_id, "triggered_at": delivery.triggered_at, "api_version": delivery.api_version,
     }
@@ -211,9 +212,10 @@ def normalize_webhook(
         occurred_at=occurred_at,
         received_at=received_at,
         timestamp_flag=flag,
-        identifiers=identifiers_of(kind, resource, commerce, default_region),
+        identifiers=unique_identifiers([*identifiers_of(kind, resource, commerce, default_region),
+                                        *attribution_identifiers(attribution)]),
         commerce=commerce,
-        attribution=attribution_from_url(landing if isinstance(landing, str) else None),
+        attribution=attribution,
         consent=_consent(resource),
         device=_device(resource),
         page_url=None,
