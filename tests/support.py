@@ -64,7 +64,7 @@ def pixel_event(
     name: str = "product_viewed", event_id: str = "ev-1", client_id: str = "client-1",
     timestamp: str = "2026-10-05T09:59:00.000Z", href: str | None = None, data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    href = href or f"https://{SHOP}/products/organic-tee?utm_source=fb&fbclid=FB.123"
+    href = href or f"https://{SHOP}/products/organic-tee?utm_source=fb"
     if data is None:
         data = {"productVariant": variant()} if name == "product_viewed" else {}
     return {

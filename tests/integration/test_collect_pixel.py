@@ -192,3 +192,15 @@ def test_cors_allows_the_shop_and_the_pixel_sandbox_and_refuses_others(client: T
     assert foreign.status_code == 403
     assert "access-control-allow-origin" not in foreign.headers
     assert runtime.store.counts().stored == 2
+
+
+def test_oversize_chunked_body_without_length_is_413(client: TestClient, runtime: Runtime) -> None:
+    """A streamed body with no Content-Length is measured as it arrives and refused past the limit."""
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(60):
+            yield b" " * 10_000
+
+    response = client.post("/collect/shopify", content=chunks(), headers=JSON)
+    assert response.status_code == 413
+    assert runtime.store.counts().stored == 0

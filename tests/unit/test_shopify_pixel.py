@@ -183,7 +183,7 @@ def test_standard_event_maps_to_its_kind(name: str, data: dict[str, Any], kind: 
 
 def test_page_viewed_carries_page_attribution_and_device() -> None:
     """page_viewed has no commerce, but the page URL, utm/click ids, consent and device are kept."""
-    event = normalize(pixel_event("page_viewed", data={}))
+    event = normalize(pixel_event("page_viewed", data={}, href=f"{PRODUCT_URL}?utm_source=fb&fbclid=FB.123"))
     assert event.commerce is EMPTY_COMMERCE
     assert event.page_url == f"{PRODUCT_URL}?utm_source=fb&fbclid=FB.123"
     assert event.attribution.utm == {"utm_source": "fb"}
@@ -441,7 +441,7 @@ def test_unknown_and_custom_events_are_kept_as_other(name: str, data: dict[str, 
     assert event.commerce is EMPTY_COMMERCE
     assert event.identifier(IdentifierType.CHECKOUT_TOKEN) is None
     assert event.identifier(IdentifierType.CLIENT_ID) == "client-1"
-    assert event.attribution.click_ids == {"fbclid": "FB.123"}
+    assert event.attribution.utm == {"utm_source": "fb"}
 
 
 def test_custom_event_checkout_data_is_not_trusted_as_a_checkout() -> None:
@@ -464,7 +464,6 @@ def test_customer_identifiers_from_init_customer() -> None:
         Identifier(type=IdentifierType.SHOPIFY_CUSTOMER_ID, value="123"),
         Identifier(type=IdentifierType.EMAIL, value="shopper@example.com"),
         Identifier(type=IdentifierType.PHONE, value="+14155552671"),
-        Identifier(type=IdentifierType.CLICK_ID, value="fbclid:FB.123"),
     )
 
 
@@ -548,7 +547,7 @@ def test_same_exchange_id_in_cookie_and_url_appears_once() -> None:
 def test_garbage_klaviyo_cookie_is_ignored() -> None:
     """An undecodable `__kla_id` cookie adds nothing and breaks nothing."""
     event = normalize(pixel_event("page_viewed", data={}), cookies={"__kla_id": "%%%not-base64"})
-    assert [i.type for i in event.identifiers] == [IdentifierType.CLIENT_ID, IdentifierType.CLICK_ID]
+    assert [i.type for i in event.identifiers] == [IdentifierType.CLIENT_ID]
 
 
 def test_ad_click_ids_become_click_id_identifiers_and_kx_an_exchange_id() -> None:

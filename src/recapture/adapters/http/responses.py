@@ -25,19 +25,35 @@ class BodyTooLargeError(Exception):
         self.limit = limit
 
 
+# An oversize body is read to its end (and thrown away) up to this size, so that the client, still sending,
+# receives our 413 instead of a broken connection; beyond it the connection is simply refused.
+DRAIN_LIMIT = 16_000_000
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it passes `limit` bytes (never buffered beyond it)."""
+    """The request body, refused once it passes `limit` bytes (never buffered beyond it)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
+        await _drain(request, int(declared))
         raise BodyTooLargeError(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(limit)
-        chunks.append(chunk)
+        if size > DRAIN_LIMIT:
+            break
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise BodyTooLargeError(limit)
     return b"".join(chunks)
+
+
+async def _drain(request: Request, declared: int) -> None:
+    if declared > DRAIN_LIMIT:
+        return
+    async for _ in request.stream():
+        pass
 
 
 def media_type(request: Request) -> str:
