@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     # Keys for encrypting contact data at rest and hashing identifiers; a key file is made for SQLite if unset.
     secret_key: SecretStr | None = None
     shop_allowed_origins: str = ""
+    probabilistic_matching: bool = False
     # Shopify runs custom pixels in a sandboxed iframe whose requests carry `Origin: null`.
     allow_pixel_sandbox_origin: bool = True
     max_request_bytes: int = 500_000
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
                 ShopSettings(
                     domain=self.shop_domain, webhook_secrets=secrets,
                     klaviyo_private_key=self.klaviyo_private_key, allowed_origins=origins,
+                    probabilistic_matching=self.probabilistic_matching,
                 )
             )
         return shops

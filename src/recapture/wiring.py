@@ -21,6 +21,7 @@ from recapture.adapters.http.context import HttpContext
 from recapture.adapters.observability.metrics import Metrics
 from recapture.adapters.pixel import render_pixel
 from recapture.adapters.storage.database import make_engine, migrate
+from recapture.adapters.storage.device_sightings import SqlDeviceSightings
 from recapture.adapters.storage.event_store import SqlEventStore
 from recapture.adapters.storage.group_commit import GroupCommitWriter
 from recapture.adapters.storage.identity_graph import SqlIdentityGraph
@@ -29,7 +30,9 @@ from recapture.adapters.storage.transactions import Transactions
 from recapture.application.collector import Collector
 from recapture.application.identity import IdentityResolver
 from recapture.application.processing import EventProcessor
+from recapture.application.reidentify import DeviceMatcher
 from recapture.domain.identity.policy import DEFAULT_POLICY, IdentityPolicy
+from recapture.domain.identity.probabilistic import ProbabilisticPolicy
 from recapture.settings import Settings, ShopSettings
 
 log = structlog.get_logger("recapture")
@@ -132,11 +135,13 @@ def build_runtime(settings: Settings) -> Runtime:
     graph = SqlIdentityGraph(transactions, sealer)
     policies = {shop.domain: identity_policy(shop) for shop in settings.all_shops()}
     resolver = IdentityResolver(graph, lambda shop: policies.get(shop, DEFAULT_POLICY))
+    guessing = {shop.domain: ProbabilisticPolicy(enabled=shop.probabilistic_matching) for shop in settings.all_shops()}
+    matcher = DeviceMatcher(SqlDeviceSightings(transactions), graph, lambda s: guessing.get(s, ProbabilisticPolicy()))
     clock: SystemClock | ManualClock = ManualClock(engine) if settings.clock == "manual" else SystemClock()
     metrics = Metrics()
     runtime = Runtime(
         settings=settings, engine=engine, store=store, graph=graph, clock=clock, writer=GroupCommitWriter(store),
-        processor=EventProcessor(store, clock, resolver, graph, transactions.unit), metrics=metrics,
+        processor=EventProcessor(store, clock, resolver, graph, transactions.unit, matcher), metrics=metrics,
     )
     metrics.watch_queue("processing", lambda: store.counts().pending)
     metrics.watch_queue("ingest", lambda: runtime.writer.waiting)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from recapture.domain.events import CanonicalEvent, EventKind, Identifier
+from recapture.domain.events import CanonicalEvent, Device, EventKind, Identifier
 
 
 class Clock(Protocol):
@@ -21,6 +21,7 @@ class PendingEvent:
     kind: EventKind
     occurred_at: datetime
     identifiers: tuple[Identifier, ...]
+    device: Device | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from recapture.application.identity import IdentityResolver
 from recapture.application.ports import Clock, ErasureReport, EventStore, PendingEvent
+from recapture.application.reidentify import DeviceMatcher
 from recapture.domain.events import PRIVACY_KINDS, EventKind, Identifier, IdentifierType
 
 # Identifiers a privacy request names the customer by.
@@ -33,6 +34,7 @@ class ProcessingResult:
     identified: int = 0
     conflicts: Counter[str] = field(default_factory=Counter)
     blocked: int = 0
+    probabilistic_links: int = 0
 
 
 class EventProcessor:
@@ -49,8 +51,10 @@ class EventProcessor:
         resolver: IdentityResolver,
         people: PersonRecords,
         unit_of_work: Callable[[], AbstractContextManager[object]],
+        matcher: DeviceMatcher | None = None,
         batch_size: int = 200,
     ) -> None:
+        self._matcher = matcher
         self._store = store
         self._clock = clock
         self._resolver = resolver
@@ -63,7 +67,7 @@ class EventProcessor:
         if not pending:
             return ProcessingResult(processed=0)
         conflicts: Counter[str] = Counter()
-        identified = blocked = erasures = 0
+        identified = blocked = erasures = guesses = 0
         assignments: list[tuple[int, int]] = []
         with self._unit_of_work():
             for event in pending:
@@ -73,13 +77,16 @@ class EventProcessor:
                 resolution = self._resolver.resolve(event)
                 if resolution.person is not None:
                     assignments.append((event.id, resolution.person))
+                    if self._matcher is not None and self._matcher.observe(event, resolution.person) is not None:
+                        guesses += 1
                 identified += resolution.identified
                 blocked += resolution.blocked
                 conflicts.update(c.kind.value for c in resolution.conflicts)
             self._people.assign_events(assignments)
             self._store.mark_processed([e.id for e in pending], self._clock.now())
         return ProcessingResult(
-            processed=len(pending), erasures=erasures, identified=identified, conflicts=conflicts, blocked=blocked
+            processed=len(pending), erasures=erasures, identified=identified, conflicts=conflicts, blocked=blocked,
+            probabilistic_links=guesses,
         )
 
     def _handle_privacy(self, event: PendingEvent) -> int:

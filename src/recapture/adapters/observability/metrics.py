@@ -32,6 +32,10 @@ class Metrics:
             "recapture_events_identified", "Processed events that named their person (email, phone, customer id)",
             registry=self.registry,
         )
+        self.probabilistic = Counter(
+            "recapture_probabilistic_links", "Anonymous devices linked to a person by a scored guess",
+            registry=self.registry,
+        )
         self.conflicts = Counter(
             "recapture_identity_conflicts", "Links refused by the identity guards, by kind", ["kind"],
             registry=self.registry,
@@ -43,6 +47,7 @@ class Metrics:
     def record_processing(self, result: ProcessingResult) -> None:
         self.processed.inc(result.processed)
         self.identified.inc(result.identified)
+        self.probabilistic.inc(result.probabilistic_links)
         for kind, count in result.conflicts.items():
             self.conflicts.labels(kind=kind).inc(count)
 

@@ -16,7 +16,7 @@ from recapture.adapters.storage.schema import event_identifiers, events, privacy
 from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
 from recapture.application.ports import ErasureReport, EventCounts, PendingEvent
-from recapture.domain.events import CONTACT_TYPES, CanonicalEvent, EventKind, Identifier, IdentifierType
+from recapture.domain.events import CONTACT_TYPES, CanonicalEvent, Device, EventKind, Identifier, IdentifierType
 
 # Identifiers that tie events of one shopper together without naming them; erasure follows them one hop.
 LINKING_TYPES = frozenset(
@@ -25,14 +25,14 @@ LINKING_TYPES = frozenset(
 NAMING_TYPES = frozenset({IdentifierType.SHOPIFY_CUSTOMER_ID, *CONTACT_TYPES})
 _IN_CHUNK = 500
 
-_INSERT_EVENTS = insert(events).returning(events.c.shop, events.c.source, events.c.source_event_id, events.c.id)
+_INSERT_EVENTS = insert(events)
 _INSERT_IDENTIFIERS = insert(event_identifiers)
-_EXISTING_WHERE = (events.c.shop == bindparam("shop"), events.c.source == bindparam("source"))
-_EXISTING_IN = select(events.c.source_event_id).where(
-    *_EXISTING_WHERE, events.c.source_event_id.in_(bindparam("ids", expanding=True))
+_IDS_WHERE = (events.c.shop == bindparam("shop"), events.c.source == bindparam("source"))
+_IDS_IN = select(events.c.source_event_id, events.c.id).where(
+    *_IDS_WHERE, events.c.source_event_id.in_(bindparam("ids", expanding=True))
 )
-_EXISTING_ANY = select(events.c.source_event_id).where(
-    *_EXISTING_WHERE, events.c.source_event_id == any_(bindparam("ids", type_=ARRAY(String())))
+_IDS_ANY = select(events.c.source_event_id, events.c.id).where(
+    *_IDS_WHERE, events.c.source_event_id == any_(bindparam("ids", type_=ARRAY(String())))
 )
 
 
@@ -45,6 +45,14 @@ def _body(event: CanonicalEvent) -> dict[str, Any]:
         "device": {"language": device.language, "screen": device.screen, "timezone": device.timezone},
         "meta": event.source_meta,
     }
+
+
+def _device(ip: str | None, user_agent: str | None, body: dict[str, Any]) -> Device:
+    traits = body.get("device") or {}
+    return Device(
+        ip=ip, user_agent=user_agent, language=traits.get("language"), screen=traits.get("screen"),
+        timezone=traits.get("timezone"),
+    )
 
 
 def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
@@ -92,31 +100,34 @@ class SqlEventStore:
         return outcome
 
     def _existing_keys(self, conn: Connection, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-        # One equality on (shop, source) and a list of ids: both databases then seek the unique index per id.
-        # (A row-value IN over all three columns made PostgreSQL scan every event of the shop.)
+        return set(self._ids_by_key(conn, keys))
+
+    def _ids_by_key(self, conn: Connection, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
+        # Grouped by (shop, source), the ids are one list: a statement of fixed shape on the unique index.
         by_stream: dict[tuple[str, str], set[str]] = {}
         for shop, source, source_event_id in keys:
             by_stream.setdefault((shop, source), set()).add(source_event_id)
-        found: set[tuple[str, str, str]] = set()
+        found: dict[tuple[str, str, str], int] = {}
         postgres = conn.dialect.name == "postgresql"
-        for (shop, source), ids in by_stream.items():
-            wanted = sorted(ids)
-            # PostgreSQL gets one array parameter, so the statement text (and its prepared plan) is always the same.
-            for chunk in [wanted] if postgres else _chunks(wanted):
+        for (shop, source), wanted in by_stream.items():
+            ordered = sorted(wanted)
+            # PostgreSQL takes the ids as one array: the statement text never changes, so psycopg prepares it once.
+            for chunk in [ordered] if postgres else _chunks(ordered):
                 params = {"shop": shop, "source": source, "ids": list(chunk)}
-                rows = conn.execute(_EXISTING_ANY if postgres else _EXISTING_IN, params).scalars()
-                found.update((shop, source, source_event_id) for source_event_id in rows)
+                for row in conn.execute(_IDS_ANY if postgres else _IDS_IN, params):
+                    found[(shop, source, row.source_event_id)] = row.id
         return found
 
     def _insert(self, conn: Connection, fresh: list[CanonicalEvent]) -> None:
-        rows = [self._event_row(e) for e in fresh]
-        # Multi-row INSERT ... RETURNING: rows come back in no promised order, so ids are matched by their key.
-        # (Asking for parameter order made SQLAlchemy insert one row per statement on SQLite.)
-        returned = conn.execute(_INSERT_EVENTS, rows)
-        ids = {(r.shop, r.source, r.source_event_id): r.id for r in returned}
+        # A plain executemany (one prepared statement) and then one indexed read of the new ids. INSERT ... RETURNING
+        # in parameter order ran one statement per row on SQLite, and on PostgreSQL became one long statement text
+        # per group size that psycopg parsed again on every commit.
+        conn.execute(_INSERT_EVENTS, [self._event_row(e) for e in fresh])
+        keys = [(e.shop, e.source.value, e.source_event_id) for e in fresh]
+        ids = self._ids_by_key(conn, keys)
         identifier_rows = [
-            self._identifier_row(event.shop, ids[(event.shop, event.source.value, event.source_event_id)], identifier)
-            for event in fresh
+            self._identifier_row(event.shop, ids[key], identifier)
+            for key, event in zip(keys, fresh, strict=True)
             for identifier in event.identifiers
         ]
         if identifier_rows:
@@ -154,7 +165,8 @@ class SqlEventStore:
 
     def pending(self, limit: int) -> list[PendingEvent]:
         query = (
-            select(events.c.id, events.c.shop, events.c.kind, events.c.occurred_at)
+            select(events.c.id, events.c.shop, events.c.kind, events.c.occurred_at, events.c.ip,
+                   events.c.user_agent, events.c.body)
             .where(events.c.processed_at.is_(None))
             .order_by(events.c.id)
             .limit(limit)
@@ -165,7 +177,7 @@ class SqlEventStore:
         return [
             PendingEvent(
                 id=r.id, shop=r.shop, kind=EventKind(r.kind), occurred_at=r.occurred_at,
-                identifiers=tuple(identifiers.get(r.id, ())),
+                identifiers=tuple(identifiers.get(r.id, ())), device=_device(r.ip, r.user_agent, r.body),
             )
             for r in rows
         ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -316,8 +316,44 @@ class SqlIdentityGraph:
                     identifiers.c.type.in_([IdentifierType.EMAIL.value, IdentifierType.PHONE.value]),
                 )
             ).scalars()) if people else set()
+            guessed = self._probable(conn, [p for p in people if p not in reachable])
         return [
             {"id": r.id, "source": r.source, "source_event_id": r.source_event_id, "kind": r.kind,
-             "person": r.person, "reachable": r.person in reachable}
+             "person": r.person, "reachable": r.person in reachable, "probable_person": guessed.get(r.person)}
             for r in rows
         ]
+
+    def _probable(self, conn: Connection, anonymous: list[int]) -> dict[int, int]:
+        if not anonymous:
+            return {}
+        root = func.coalesce(persons.c.merged_into, persons.c.id)
+        rows = conn.execute(
+            select(identity_links.c.other_person_id, root.label("person"))
+            .join(persons, persons.c.id == identity_links.c.person_id)
+            .where(identity_links.c.action == "probabilistic", identity_links.c.other_person_id.in_(anonymous))
+            .order_by(identity_links.c.id)
+        ).all()
+        return {row.other_person_id: row.person for row in rows}
+
+    # -- probabilistic links -------------------------------------------------------------------------------------
+
+    def is_identified(self, person: int) -> bool:
+        with self._tx.begin() as conn:
+            query = select(persons.c.identified_at, persons.c.merged_into).where(persons.c.id == person)
+            row = conn.execute(query).first()
+        return row is not None and (row.identified_at is not None or row.merged_into is not None)
+
+    def link_probable(self, anonymous: int, person: int, confidence: float, context: LinkContext) -> None:
+        """A guess, never a merge: the anonymous person stays separate and carries a scored pointer."""
+        with self._tx.begin() as conn:
+            self._link(conn, person, "probabilistic", replace(context, rule="probabilistic", confidence=confidence),
+                       other_person=anonymous)
+
+    def probable_person(self, anonymous: int) -> tuple[int, float] | None:
+        with self._tx.begin() as conn:
+            row = conn.execute(
+                select(identity_links.c.person_id, identity_links.c.confidence)
+                .where(identity_links.c.action == "probabilistic", identity_links.c.other_person_id == anonymous)
+                .order_by(identity_links.c.id.desc()).limit(1)
+            ).first()
+        return (int(row.person_id), float(row.confidence)) if row else None

@@ -9,8 +9,8 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
-    Float,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -176,3 +176,25 @@ identity_links = Table(
 Index("ix_identity_links_person", identity_links.c.person_id)
 Index("ix_identity_links_event", identity_links.c.event_id)
 Index("ix_identity_links_identifier", identity_links.c.identifier_id)
+
+# Probabilistic re-identification: where and on what each device was seen (only kept for shops that enable it).
+device_sightings = Table(
+    "device_sightings",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("device_key", LargeBinary(32), nullable=False),
+    Column("person_id", Id, nullable=False),
+    Column("ip_prefix", String(64), nullable=False),
+    Column("browser", String(64)),
+    Column("browser_major", String(16)),
+    Column("os", String(64)),
+    Column("os_major", String(16)),
+    Column("device", String(64)),
+    Column("language", String(32)),
+    Column("screen", String(32)),
+    Column("timezone", String(64)),
+    Column("last_seen", Timestamp, nullable=False),
+    UniqueConstraint("shop", "device_key", "ip_prefix", name="uq_device_sightings"),
+)
+Index("ix_device_sightings_network", device_sightings.c.shop, device_sightings.c.ip_prefix, device_sightings.c.last_seen)

@@ -43,7 +43,7 @@ class ProbabilisticPolicy:
     enabled: bool = False
     # A network prefix seen with more devices than this in a day is shared (office, carrier NAT, VPN).
     shared_network_devices: int = 4
-    min_score: float = 0.85
+    min_score: float = 0.8
     min_margin: float = 0.2
     # Older sightings count for less: half the weight after this long.
     half_life: timedelta = timedelta(days=3)

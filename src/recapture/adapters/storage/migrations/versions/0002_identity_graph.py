@@ -1,4 +1,4 @@
-"""The identity graph: persons, identifiers, the evidence of every link; events carry their person.
+"""The identity graph: persons, identifiers, the evidence of every link, device sightings; events carry their person.
 
 Revision ID: 0002
 Revises: 0001
@@ -61,9 +61,29 @@ def upgrade() -> None:
     op.create_index("ix_identity_links_person", "identity_links", ["person_id"])
     op.create_index("ix_identity_links_event", "identity_links", ["event_id"])
     op.create_index("ix_identity_links_identifier", "identity_links", ["identifier_id"])
+    op.create_table(
+        "device_sightings",
+        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        sa.Column("shop", sa.String(255), nullable=False),
+        sa.Column("device_key", sa.LargeBinary(32), nullable=False),
+        sa.Column("person_id", Id, nullable=False),
+        sa.Column("ip_prefix", sa.String(64), nullable=False),
+        sa.Column("browser", sa.String(64)),
+        sa.Column("browser_major", sa.String(16)),
+        sa.Column("os", sa.String(64)),
+        sa.Column("os_major", sa.String(16)),
+        sa.Column("device", sa.String(64)),
+        sa.Column("language", sa.String(32)),
+        sa.Column("screen", sa.String(32)),
+        sa.Column("timezone", sa.String(64)),
+        sa.Column("last_seen", Timestamp, nullable=False),
+        sa.UniqueConstraint("shop", "device_key", "ip_prefix", name="uq_device_sightings"),
+    )
+    op.create_index("ix_device_sightings_network", "device_sightings", ["shop", "ip_prefix", "last_seen"])
 
 
 def downgrade() -> None:
+    op.drop_table("device_sightings")
     op.drop_table("identity_links")
     op.drop_table("identifiers")
     op.drop_table("persons")

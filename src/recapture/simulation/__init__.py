@@ -1,0 +1,1 @@
+"""The accuracy harness: journeys with ground truth, driven through the service's HTTP API."""
