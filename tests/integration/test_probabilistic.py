@@ -84,3 +84,26 @@ def _journey_on_crowded_network(make_settings: Callable[..., Settings]) -> dict[
         found = _attributions(server)
     runtime.engine.dispose()
     return found
+
+
+def test_erasure_removes_device_sightings_too(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Network prefixes and device traits are personal data: erasing the customer deletes their sightings."""
+    from sqlalchemy import select
+
+    from recapture.adapters.storage.schema import device_sightings
+    from recapture.domain.events import Identifier, IdentifierType
+
+    settings = make_settings(trusted_proxies="127.0.0.1/32", probabilistic_matching=True)
+    runtime = build_runtime(settings)
+    with LiveServer(settings, runtime, worker=False) as server:
+        _send(server, envelope(pixel_event(name="checkout_started", event_id="c", client_id="instagram",
+                                           data={"checkout": checkout(email="mia@example.com")})),
+              "198.51.100.20", INSTAGRAM)
+        runtime.processor.run_once()
+    with runtime.engine.connect() as conn:
+        assert conn.execute(select(device_sightings)).first() is not None
+    runtime.processor.erase_on_request(settings.all_shops()[0].domain,
+                                       [Identifier(type=IdentifierType.EMAIL, value="mia@example.com")])
+    with runtime.engine.connect() as conn:
+        assert conn.execute(select(device_sightings)).first() is None
+    runtime.engine.dispose()

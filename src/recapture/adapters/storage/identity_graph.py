@@ -10,7 +10,14 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from recapture.adapters.storage.schema import event_identifiers, events, identifiers, identity_links, persons
+from recapture.adapters.storage.schema import (
+    device_sightings,
+    event_identifiers,
+    events,
+    identifiers,
+    identity_links,
+    persons,
+)
 from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
 from recapture.application.identity import LinkContext
@@ -272,6 +279,7 @@ class SqlIdentityGraph:
             for chunk in (event_ids[i : i + 500] for i in range(0, len(event_ids), 500)):
                 conn.execute(delete(event_identifiers).where(event_identifiers.c.event_id.in_(chunk)))
                 conn.execute(delete(events).where(events.c.id.in_(chunk)))
+            conn.execute(delete(device_sightings).where(device_sightings.c.person_id.in_(members)))
             return {
                 "persons": conn.execute(delete(persons).where(persons.c.id.in_(members))).rowcount,
                 "identifiers": conn.execute(delete(identifiers).where(identifiers.c.person_id.in_(members))).rowcount,
@@ -281,6 +289,7 @@ class SqlIdentityGraph:
 
     def erase_shop(self, shop: str) -> dict[str, int]:
         with self._tx.begin() as conn:
+            conn.execute(delete(device_sightings).where(device_sightings.c.shop == shop))
             return {
                 "links": conn.execute(delete(identity_links).where(identity_links.c.shop == shop)).rowcount,
                 "identifiers": conn.execute(delete(identifiers).where(identifiers.c.shop == shop)).rowcount,
