@@ -51,7 +51,7 @@ def run(command: list[str]) -> int:
 def test(arguments: list[str]) -> int:
     ensure_environment("[test]")
     checks = [
-        [str(BIN / "ruff"), "check", "src", "tests", "bench", "run.py"],
+        [str(BIN / "ruff"), "check", *(p for p in ("src", "tests", "bench", "run.py") if (ROOT / p).exists())],
         [str(BIN / "mypy")],
         [str(BIN / "lint-imports")],
     ]

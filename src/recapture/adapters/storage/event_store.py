@@ -26,22 +26,35 @@ NAMING_TYPES = frozenset({IdentifierType.SHOPIFY_CUSTOMER_ID, *CONTACT_TYPES})
 _IN_CHUNK = 500
 
 _INSERT_EVENTS = insert(events)
-_INSERT_IDENTIFIERS = insert(event_identifiers)
-_IDS_WHERE = (events.c.shop == bindparam("shop"), events.c.source == bindparam("source"))
-_IDS_IN = select(events.c.source_event_id, events.c.id).where(
-    *_IDS_WHERE, events.c.source_event_id.in_(bindparam("ids", expanding=True))
+# Rows come back in no promised order: callers match them to their events by key.
+_INSERT_EVENTS_RETURNING = insert(events).returning(
+    events.c.shop, events.c.source, events.c.source_event_id, events.c.id
 )
-_IDS_ANY = select(events.c.source_event_id, events.c.id).where(
+_INSERT_IDENTIFIERS = insert(event_identifiers)
+# Event ids of one (shop, source), the wanted source ids passed as ONE parameter so that the statement text never
+# changes (cached and prepared once, no per-call expansion, no parameter-count limit): an array on PostgreSQL,
+# a JSON array read by json_each on SQLite. Both seek the unique index (shop, source, source_event_id) per id.
+_IDS_WHERE = (events.c.shop == bindparam("shop"), events.c.source == bindparam("source"))
+_IDS_POSTGRESQL = select(events.c.source_event_id, events.c.id).where(
     *_IDS_WHERE, events.c.source_event_id == any_(bindparam("ids", type_=ARRAY(String())))
+)
+_JSON_IDS = func.json_each(bindparam("ids", type_=String())).table_valued("value")
+_IDS_SQLITE = select(events.c.source_event_id, events.c.id).where(
+    *_IDS_WHERE, events.c.source_event_id.in_(select(_JSON_IDS.c.value))
+)
+_IDS_OTHER = select(events.c.source_event_id, events.c.id).where(
+    *_IDS_WHERE, events.c.source_event_id.in_(bindparam("ids", expanding=True))
 )
 
 
 def _body(event: CanonicalEvent) -> dict[str, Any]:
     device = event.device
+    # The dataclasses go to the engine's JSON serializer (msgspec, see database.make_engine) as they are: the same
+    # JSON as msgspec.to_builtins would give, without building an intermediate dict tree per event.
     return {
-        "commerce": msgspec.to_builtins(event.commerce),
-        "attribution": msgspec.to_builtins(event.attribution),
-        "consent": msgspec.to_builtins(event.consent) if event.consent else None,
+        "commerce": event.commerce,
+        "attribution": event.attribution,
+        "consent": event.consent,
         "device": {"language": device.language, "screen": device.screen, "timezone": device.timezone},
         "meta": event.source_meta,
     }
@@ -103,28 +116,37 @@ class SqlEventStore:
         return set(self._ids_by_key(conn, keys))
 
     def _ids_by_key(self, conn: Connection, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
-        # Grouped by (shop, source), the ids are one list: a statement of fixed shape on the unique index.
         by_stream: dict[tuple[str, str], set[str]] = {}
         for shop, source, source_event_id in keys:
             by_stream.setdefault((shop, source), set()).add(source_event_id)
         found: dict[tuple[str, str, str], int] = {}
-        postgres = conn.dialect.name == "postgresql"
+        dialect = conn.dialect.name
         for (shop, source), wanted in by_stream.items():
             ordered = sorted(wanted)
-            # PostgreSQL takes the ids as one array: the statement text never changes, so psycopg prepares it once.
-            for chunk in [ordered] if postgres else _chunks(ordered):
-                params = {"shop": shop, "source": source, "ids": list(chunk)}
-                for row in conn.execute(_IDS_ANY if postgres else _IDS_IN, params):
+            if dialect == "postgresql":
+                lookups: Iterable[tuple[Any, Any]] = [(_IDS_POSTGRESQL, ordered)]
+            elif dialect == "sqlite":
+                lookups = [(_IDS_SQLITE, msgspec.json.encode(ordered).decode())]
+            else:
+                lookups = ((_IDS_OTHER, list(chunk)) for chunk in _chunks(ordered))
+            for statement, ids in lookups:
+                for row in conn.execute(statement, {"shop": shop, "source": source, "ids": ids}):
                     found[(shop, source, row.source_event_id)] = row.id
         return found
 
     def _insert(self, conn: Connection, fresh: list[CanonicalEvent]) -> None:
-        # A plain executemany (one prepared statement) and then one indexed read of the new ids. INSERT ... RETURNING
-        # in parameter order ran one statement per row on SQLite, and on PostgreSQL became one long statement text
-        # per group size that psycopg parsed again on every commit.
-        conn.execute(_INSERT_EVENTS, [self._event_row(e) for e in fresh])
+        rows = [self._event_row(e) for e in fresh]
         keys = [(e.shop, e.source.value, e.source_event_id) for e in fresh]
-        ids = self._ids_by_key(conn, keys)
+        if conn.dialect.name == "sqlite":
+            # One multi-row INSERT ... RETURNING. (Asking for the rows in parameter order made SQLAlchemy run one
+            # INSERT per row on SQLite.)
+            returned = conn.execute(_INSERT_EVENTS_RETURNING, rows)
+            ids = {(r.shop, r.source, r.source_event_id): r.id for r in returned}
+        else:
+            # PostgreSQL: executemany of one prepared statement, then one indexed read of the new ids. A multi-row
+            # INSERT ... RETURNING is a new, long statement text per group size, which psycopg parses on every commit.
+            conn.execute(_INSERT_EVENTS, rows)
+            ids = self._ids_by_key(conn, keys)
         identifier_rows = [
             self._identifier_row(event.shop, ids[key], identifier)
             for key, event in zip(keys, fresh, strict=True)
@@ -268,7 +290,8 @@ class SqlEventStore:
 
     def erase_shop(self, shop: str) -> ErasureReport:
         with self._tx.begin() as conn:
-            removed_identifiers = conn.execute(delete(event_identifiers).where(event_identifiers.c.shop == shop)).rowcount
+            doomed = delete(event_identifiers).where(event_identifiers.c.shop == shop)
+            removed_identifiers = conn.execute(doomed).rowcount
             removed_events = conn.execute(delete(events).where(events.c.shop == shop)).rowcount
         return ErasureReport(events=removed_events, identifiers=removed_identifiers)
 

@@ -197,4 +197,6 @@ device_sightings = Table(
     Column("last_seen", Timestamp, nullable=False),
     UniqueConstraint("shop", "device_key", "ip_prefix", name="uq_device_sightings"),
 )
-Index("ix_device_sightings_network", device_sightings.c.shop, device_sightings.c.ip_prefix, device_sightings.c.last_seen)
+Index(
+    "ix_device_sightings_network", device_sightings.c.shop, device_sightings.c.ip_prefix, device_sightings.c.last_seen
+)
