@@ -34,6 +34,18 @@ class ShopSettings(BaseModel):
     identity_window_days: int = 400
     # Probabilistic re-identification of returning devices; off unless the accuracy harness justifies it.
     probabilistic_matching: bool = False
+    # Abandonment and delivery.
+    delivery_mode: Literal["abandonment", "forward"] = "abandonment"
+    metric_suffix: str = " - Recaptured"
+    hold_minutes: dict[str, int] = Field(
+        default_factory=lambda: {"checkout": 60, "cart": 60, "browse": 60, "session": 120}
+    )
+    cool_down_days: int = 7
+    send_when_native: bool = False
+    deliver_probabilistic: bool = False
+    # Any ESP: the same events as signed JSON posted to this URL.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
 
     @field_validator("domain")
     @classmethod
@@ -62,6 +74,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     shop_allowed_origins: str = ""
     probabilistic_matching: bool = False
+    delivery_mode: Literal["abandonment", "forward"] = "abandonment"
+    esp_webhook_url: str | None = None
+    esp_webhook_secret: SecretStr | None = None
     # Shopify runs custom pixels in a sandboxed iframe whose requests carry `Origin: null`.
     allow_pixel_sandbox_origin: bool = True
     max_request_bytes: int = 500_000
@@ -99,7 +114,8 @@ class Settings(BaseSettings):
                 ShopSettings(
                     domain=self.shop_domain, webhook_secrets=secrets,
                     klaviyo_private_key=self.klaviyo_private_key, allowed_origins=origins,
-                    probabilistic_matching=self.probabilistic_matching,
+                    probabilistic_matching=self.probabilistic_matching, delivery_mode=self.delivery_mode,
+                    webhook_url=self.esp_webhook_url, webhook_secret=self.esp_webhook_secret,
                 )
             )
         return shops

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,10 +17,12 @@ from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
 from recapture.adapters.clock import ManualClock, SystemClock
+from recapture.adapters.destinations.webhook import WebhookDestination
 from recapture.adapters.http.app import build_app
 from recapture.adapters.http.context import HttpContext
 from recapture.adapters.observability.metrics import Metrics
 from recapture.adapters.pixel import render_pixel
+from recapture.adapters.storage.abandonment_store import SqlAbandonmentStore
 from recapture.adapters.storage.database import make_engine, migrate
 from recapture.adapters.storage.device_sightings import SqlDeviceSightings
 from recapture.adapters.storage.event_store import SqlEventStore
@@ -27,16 +30,22 @@ from recapture.adapters.storage.group_commit import GroupCommitWriter
 from recapture.adapters.storage.identity_graph import SqlIdentityGraph
 from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
+from recapture.application.abandonment import AbandonmentService, ShopDelivery
 from recapture.application.collector import Collector
+from recapture.application.delivery import DeliveryWorker, Destination
 from recapture.application.identity import IdentityResolver
 from recapture.application.processing import EventProcessor
 from recapture.application.reidentify import DeviceMatcher
+from recapture.domain.abandonment import AbandonmentPolicy
 from recapture.domain.identity.policy import DEFAULT_POLICY, IdentityPolicy
 from recapture.domain.identity.probabilistic import ProbabilisticPolicy
+from recapture.domain.sessions import Stage
 from recapture.settings import Settings, ShopSettings
 
 log = structlog.get_logger("recapture")
 IDLE_POLL_SECONDS = 0.2
+DEFAULT_HOLDS = {Stage.CHECKOUT: 60, Stage.CART: 60, Stage.BROWSE: 60, Stage.SESSION: 120}
+NO_DELIVERY = ShopDelivery(policy=AbandonmentPolicy(), destinations=())
 
 
 class ConfigurationError(RuntimeError):
@@ -72,7 +81,11 @@ class Runtime:
     writer: GroupCommitWriter
     processor: EventProcessor
     metrics: Metrics
+    abandonment: AbandonmentService
+    outbox: SqlAbandonmentStore
+    delivery: DeliveryWorker
     worker: asyncio.Task[None] | None = None
+    sender: asyncio.Task[None] | None = None
     started: dict[str, bool] = field(default_factory=dict)
 
     def check(self) -> dict[str, bool]:
@@ -86,6 +99,9 @@ class Runtime:
 
     def status(self) -> dict[str, object]:
         counts = self.store.counts()
+        now = self.clock.now()
+        sessions = self.outbox.count_sessions(now)
+        outbox = self.outbox.count_deliveries(now)
         return {
             "clock": {"mode": self.clock.mode, "now": self.clock.now().isoformat()},
             "events": {
@@ -98,8 +114,15 @@ class Runtime:
             "queues": {
                 "ingest": {"depth": self.writer.waiting},
                 "processing": {"depth": counts.pending},
+                "abandonment": {"depth": sessions["due"]},
+                "delivery": {"depth": outbox["due"]},
             },
-            "scheduled": {},
+            "scheduled": {
+                "abandonment_timers": sessions["timers"],
+                "awaiting_identity": sessions["awaiting_identity"],
+                "delivery_retries": outbox["retries"],
+            },
+            "destinations": self.outbox.delivery_health(now),
         }
 
     async def run_worker(self) -> None:
@@ -110,11 +133,40 @@ class Runtime:
     async def _work_once(self) -> int:
         try:
             result = await asyncio.to_thread(self.processor.run_once)
+            decided = await asyncio.to_thread(self.abandonment.run_due, self.clock.now())
         except Exception:
             log.exception("processing_failed")
             return 0
         self.metrics.record_processing(result)
-        return result.processed
+        self.metrics.record_abandonments(decided)
+        return result.processed + sum(decided.values())
+
+    async def run_sender(self) -> None:
+        while True:
+            try:
+                sent = await asyncio.to_thread(self.delivery.run_once)
+            except Exception:
+                log.exception("delivery_failed")
+                sent = Counter()
+            self.metrics.record_deliveries(sent)
+            if not sent:
+                await asyncio.sleep(IDLE_POLL_SECONDS)
+
+
+def abandonment_policy(shop: ShopSettings) -> AbandonmentPolicy:
+    holds = {stage: timedelta(minutes=shop.hold_minutes.get(stage.name.lower(), DEFAULT_HOLDS[stage]))
+             for stage in Stage}
+    return AbandonmentPolicy(
+        holds=holds, cool_down=timedelta(days=shop.cool_down_days), metric_suffix=shop.metric_suffix,
+        send_when_native=shop.send_when_native, deliver_probabilistic=shop.deliver_probabilistic,
+    )
+
+
+def destinations_of(shop: ShopSettings) -> dict[str, Destination]:
+    found: dict[str, Destination] = {}
+    if shop.webhook_url and shop.webhook_secret:
+        found["webhook"] = WebhookDestination(shop.webhook_url, shop.webhook_secret.get_secret_value())
+    return found
 
 
 def identity_policy(shop: ShopSettings) -> IdentityPolicy:
@@ -138,10 +190,21 @@ def build_runtime(settings: Settings) -> Runtime:
     guessing = {shop.domain: ProbabilisticPolicy(enabled=shop.probabilistic_matching) for shop in settings.all_shops()}
     matcher = DeviceMatcher(SqlDeviceSightings(transactions), graph, lambda s: guessing.get(s, ProbabilisticPolicy()))
     clock: SystemClock | ManualClock = ManualClock(engine) if settings.clock == "manual" else SystemClock()
+    sending = {shop.domain: destinations_of(shop) for shop in settings.all_shops()}
+    deliveries = {
+        shop.domain: ShopDelivery(policy=abandonment_policy(shop), destinations=tuple(sending[shop.domain]))
+        for shop in settings.all_shops()
+    }
+    outbox = SqlAbandonmentStore(transactions, sealer)
+    abandonment = AbandonmentService(
+        outbox, graph, lambda shop: deliveries.get(shop, NO_DELIVERY), transactions.unit
+    )
     metrics = Metrics()
     runtime = Runtime(
         settings=settings, engine=engine, store=store, graph=graph, clock=clock, writer=GroupCommitWriter(store),
-        processor=EventProcessor(store, clock, resolver, graph, transactions.unit, matcher), metrics=metrics,
+        processor=EventProcessor(store, clock, resolver, graph, transactions.unit, matcher, abandonment),
+        metrics=metrics, abandonment=abandonment, outbox=outbox,
+        delivery=DeliveryWorker(outbox, {(s, n): d for s, found in sending.items() for n, d in found.items()}, clock),
     )
     metrics.watch_queue("processing", lambda: store.counts().pending)
     metrics.watch_queue("ingest", lambda: runtime.writer.waiting)
@@ -174,13 +237,15 @@ def build_web_app(settings: Settings, runtime: Runtime | None = None, *, worker:
         runtime.started["writer"] = True
         if worker:
             runtime.worker = asyncio.create_task(runtime.run_worker(), name="processing")
+            runtime.sender = asyncio.create_task(runtime.run_sender(), name="delivery")
         try:
             yield
         finally:
-            if runtime.worker is not None:
-                runtime.worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await runtime.worker
+            for task in (runtime.worker, runtime.sender):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await runtime.writer.stop()
             runtime.started["writer"] = False
 

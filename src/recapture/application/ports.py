@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from recapture.domain.events import CanonicalEvent, Device, EventKind, Identifier
+from recapture.domain.events import EMPTY_COMMERCE, CanonicalEvent, Commerce, Consent, Device, EventKind, Identifier
 
 
 class Clock(Protocol):
@@ -22,6 +22,10 @@ class PendingEvent:
     occurred_at: datetime
     identifiers: tuple[Identifier, ...]
     device: Device | None = None
+    commerce: Commerce = EMPTY_COMMERCE
+    consent: Consent | None = None
+    page_url: str | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

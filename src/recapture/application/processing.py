@@ -17,6 +17,10 @@ from recapture.domain.events import PRIVACY_KINDS, EventKind, Identifier, Identi
 NAMING_TYPES = frozenset({IdentifierType.SHOPIFY_CUSTOMER_ID, IdentifierType.EMAIL, IdentifierType.PHONE})
 
 
+class SessionTracker(Protocol):
+    def track(self, event: PendingEvent, person: int | None) -> None: ...
+
+
 class PersonRecords(Protocol):
     def assign_events(self, assignments: Sequence[tuple[int, int]]) -> None: ...
 
@@ -52,9 +56,11 @@ class EventProcessor:
         people: PersonRecords,
         unit_of_work: Callable[[], AbstractContextManager[object]],
         matcher: DeviceMatcher | None = None,
+        tracker: SessionTracker | None = None,
         batch_size: int = 200,
     ) -> None:
         self._matcher = matcher
+        self._tracker = tracker
         self._store = store
         self._clock = clock
         self._resolver = resolver
@@ -79,6 +85,8 @@ class EventProcessor:
                     assignments.append((event.id, resolution.person))
                     if self._matcher is not None and self._matcher.observe(event, resolution.person) is not None:
                         guesses += 1
+                if self._tracker is not None:
+                    self._tracker.track(event, resolution.person)
                 identified += resolution.identified
                 blocked += resolution.blocked
                 conflicts.update(c.kind.value for c in resolution.conflicts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -40,6 +41,14 @@ class Metrics:
             "recapture_identity_conflicts", "Links refused by the identity guards, by kind", ["kind"],
             registry=self.registry,
         )
+        self.abandonments = Counter(
+            "recapture_abandonments", "Abandonment decisions, by outcome (sent or the reason not to)", ["outcome"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "recapture_deliveries", "Delivery attempts, by result (delivered, retry, dead)", ["result"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "recapture_queue_depth", "Work that is due now, per queue", ["queue"], registry=self.registry
         )
@@ -50,6 +59,14 @@ class Metrics:
         self.probabilistic.inc(result.probabilistic_links)
         for kind, count in result.conflicts.items():
             self.conflicts.labels(kind=kind).inc(count)
+
+    def record_abandonments(self, outcomes: Tally[str]) -> None:
+        for outcome, count in outcomes.items():
+            self.abandonments.labels(outcome=outcome).inc(count)
+
+    def record_deliveries(self, results: Tally[str]) -> None:
+        for result, count in results.items():
+            self.deliveries.labels(result=result).inc(count)
 
     def watch_queue(self, queue: str, depth: Callable[[], float]) -> None:
         self.queue_depth.labels(queue=queue).set_function(depth)

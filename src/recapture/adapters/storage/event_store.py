@@ -16,7 +16,16 @@ from recapture.adapters.storage.schema import event_identifiers, events, privacy
 from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
 from recapture.application.ports import ErasureReport, EventCounts, PendingEvent
-from recapture.domain.events import CONTACT_TYPES, CanonicalEvent, Device, EventKind, Identifier, IdentifierType
+from recapture.domain.events import (
+    CONTACT_TYPES,
+    CanonicalEvent,
+    Commerce,
+    Consent,
+    Device,
+    EventKind,
+    Identifier,
+    IdentifierType,
+)
 
 # Identifiers that tie events of one shopper together without naming them; erasure follows them one hop.
 LINKING_TYPES = frozenset(
@@ -188,7 +197,7 @@ class SqlEventStore:
     def pending(self, limit: int) -> list[PendingEvent]:
         query = (
             select(events.c.id, events.c.shop, events.c.kind, events.c.occurred_at, events.c.ip,
-                   events.c.user_agent, events.c.body)
+                   events.c.user_agent, events.c.body, events.c.page_url, events.c.source)
             .where(events.c.processed_at.is_(None))
             .order_by(events.c.id)
             .limit(limit)
@@ -200,6 +209,9 @@ class SqlEventStore:
             PendingEvent(
                 id=r.id, shop=r.shop, kind=EventKind(r.kind), occurred_at=r.occurred_at,
                 identifiers=tuple(identifiers.get(r.id, ())), device=_device(r.ip, r.user_agent, r.body),
+                commerce=msgspec.convert(r.body["commerce"], Commerce, strict=False),
+                consent=msgspec.convert(r.body["consent"], Consent, strict=False) if r.body.get("consent") else None,
+                page_url=r.page_url, source=r.source,
             )
             for r in rows
         ]

@@ -21,6 +21,7 @@ from recapture.adapters.storage.schema import (
 from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
 from recapture.application.identity import LinkContext
+from recapture.domain.delivery import DeliveryProfile
 from recapture.domain.events import CONTACT_TYPES, Identifier, IdentifierType
 from recapture.domain.identity.policy import DISTINCT_PERSON_TYPES, IdentityPolicy
 from recapture.domain.identity.resolver import Key, Known, Observed, PersonSummary, Plan
@@ -366,3 +367,19 @@ class SqlIdentityGraph:
                 .order_by(identity_links.c.id.desc()).limit(1)
             ).first()
         return (int(row.person_id), float(row.confidence)) if row else None
+
+    # -- the contactable profile of a person ----------------------------------------------------------------------
+
+    def profile_of(self, person: int) -> tuple[DeliveryProfile, str] | None:
+        """The most recently seen email, phone and Klaviyo exchange id of the person's root, if any."""
+        held = sorted(self.identifiers_of(self.root(person)), key=lambda i: i.last_seen, reverse=True)
+
+        def latest(kind: IdentifierType) -> str | None:
+            return next((i.value for i in held if i.type is kind), None)
+
+        email, phone = latest(IdentifierType.EMAIL), latest(IdentifierType.PHONE)
+        exchange_id = latest(IdentifierType.KLAVIYO_EXCHANGE_ID)
+        identified_by = "email" if email else "phone" if phone else "klaviyo_exchange_id" if exchange_id else None
+        if identified_by is None:
+            return None
+        return DeliveryProfile(email=email, phone_number=phone, exchange_id=exchange_id), identified_by

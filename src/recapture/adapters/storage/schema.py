@@ -200,3 +200,87 @@ device_sightings = Table(
 Index(
     "ix_device_sightings_network", device_sightings.c.shop, device_sightings.c.ip_prefix, device_sightings.c.last_seen
 )
+
+# -- sessions, abandonments and the delivery outbox ----------------------------------------------------------------
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("device_key", LargeBinary(32), nullable=False),
+    Column("person_id", Id),
+    Column("stage", Integer, nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("last_activity_at", Timestamp, nullable=False),
+    # open: collecting events; due when its hold window ends | waiting: final but its shopper is not identifiable
+    # yet (until `expires_at`) | decided
+    Column("status", String(16), nullable=False),
+    Column("due_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp),
+    Column("decided_at", Timestamp),
+    Column("outcome", String(32)),
+    Column("state", Json, nullable=False),
+)
+Index("ix_sessions_device", sessions.c.shop, sessions.c.device_key, sessions.c.last_activity_at)
+Index("ix_sessions_due", sessions.c.status, sessions.c.due_at)
+Index("ix_sessions_person", sessions.c.person_id, sessions.c.started_at)
+
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("person_id", Id),
+    Column("checkout_token", String(255)),
+    Column("cart_token", String(255)),
+    Column("order_id", String(64)),
+    Column("revenue", String(32)),
+    Column("currency", String(8)),
+    Column("occurred_at", Timestamp, nullable=False),
+)
+Index("ix_conversions_person", conversions.c.person_id, conversions.c.occurred_at)
+Index("ix_conversions_checkout", conversions.c.shop, conversions.c.checkout_token)
+Index("ix_conversions_cart", conversions.c.shop, conversions.c.cart_token)
+
+abandonments = Table(
+    "abandonments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("session_id", Id, nullable=False),
+    Column("person_id", Id),
+    Column("stage", Integer, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("native", Integer, nullable=False),
+    Column("incomplete", Integer, nullable=False),
+    Column("value", String(32)),
+    Column("currency", String(8)),
+    Column("abandoned_at", Timestamp, nullable=False),
+    Column("decided_at", Timestamp, nullable=False),
+    Column("delivery_id", Id),
+    UniqueConstraint("session_id", name="uq_abandonments_session"),
+)
+Index("ix_abandonments_person", abandonments.c.person_id, abandonments.c.stage, abandonments.c.decided_at)
+Index("ix_abandonments_shop", abandonments.c.shop, abandonments.c.decided_at)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("shop", String(255), nullable=False),
+    Column("destination", String(32), nullable=False),
+    Column("unique_id", String(64), nullable=False),
+    Column("metric", String(128), nullable=False),
+    # The event with its profile (email, phone): personal data, sealed.
+    Column("sealed_payload", LargeBinary, nullable=False),
+    # pending | delivered | dead
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("not_before", Timestamp, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("delivered_at", Timestamp),
+    Column("last_error", Text),
+    UniqueConstraint("shop", "destination", "unique_id", name="uq_deliveries_unique"),
+)
+Index("ix_deliveries_due", deliveries.c.status, deliveries.c.not_before)

@@ -81,6 +81,8 @@ MOVABLE_TYPES = frozenset(
     {IdentifierType.CLIENT_ID, IdentifierType.ANONYMOUS_ID, IdentifierType.CART_TOKEN,
      IdentifierType.CHECKOUT_TOKEN, IdentifierType.CLICK_ID}
 )
+# Identifiers that make a person reachable; seeing one refreshes `identified_at`.
+IDENTIFYING_TYPES = DISTINCT_PERSON_TYPES | {IdentifierType.KLAVIYO_EXCHANGE_ID}
 _NEW = -1  # the pseudo-person made of the event's identifiers that the graph does not know yet
 
 
@@ -191,6 +193,8 @@ def plan_resolution(
             joined += 1
         else:
             _keep_apart(plan, anchor, other, refusal)
+    refused = {o.key for o in plan.refused}
+    plan.identified = any(o.type in IDENTIFYING_TYPES and o.key not in refused for o in observed)
     if plan.person is None and plan.merges:
         # A person the graph already has survives; the event's new identifiers join it.
         plan.person = plan.merges.pop(0)

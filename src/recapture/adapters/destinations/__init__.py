@@ -1,0 +1,1 @@
+"""Destinations: the email platforms recapture delivers to (Klaviyo), and a faithful fake of Klaviyo for tests."""

@@ -1,0 +1,178 @@
+"""Sessions as events arrive; abandonment decisions when hold windows end; the outbox in the same transaction."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+from recapture.application.ports import PendingEvent
+from recapture.domain.abandonment import (
+    AbandonmentPolicy,
+    Facts,
+    Outcome,
+    abandonment_event,
+    decide,
+    is_incomplete,
+)
+from recapture.domain.delivery import DeliveryEvent, DeliveryProfile, MatchMethod
+from recapture.domain.events import Identifier, IdentifierType
+from recapture.domain.sessions import (
+    CONVERSION_KINDS,
+    DEFAULT_INACTIVITY,
+    SessionState,
+    Stage,
+    observe,
+    start_session,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRecord:
+    id: int
+    shop: str
+    person_id: int | None
+    state: SessionState
+    status: str
+
+
+class AbandonmentStore(Protocol):
+    def open_session(self, shop: str, device_key: bytes, since: datetime) -> SessionRecord | None: ...
+    def save_session(self, session_id: int | None, shop: str, device_key: bytes, person: int | None,
+                     state: SessionState, due_at: datetime) -> int: ...
+    def due_sessions(self, now: datetime, limit: int) -> Sequence[SessionRecord]: ...
+    def close_session(self, session_id: int, status: str, outcome: str, at: datetime,
+                      expires_at: datetime | None = None) -> None: ...
+    def family(self, person: int) -> list[int]: ...
+    def record_conversion(
+        self, shop: str, person: int | None, checkout_token: str | None, cart_token: str | None,
+        order_id: str | None, revenue: Decimal | None, currency: str | None, at: datetime,
+    ) -> None: ...
+    def purchased(self, shop: str, family: Sequence[int], tokens: Sequence[str], since: datetime) -> bool: ...
+    def stronger_stage(self, shop: str, family: Sequence[int], stage: Stage, session_id: int,
+                       start: datetime, end: datetime) -> bool: ...
+    def sent_recently(self, shop: str, family: Sequence[int], stage: Stage, since: datetime) -> bool: ...
+    def record_abandonment(self, session: SessionRecord, person: int | None, outcome: str, native: bool,
+                           incomplete: bool, value: Decimal | None, currency: str | None, at: datetime,
+                           delivery_id: int | None) -> None: ...
+    def enqueue(self, destination: str, event: DeliveryEvent, at: datetime) -> int | None: ...
+
+
+class Profiles(Protocol):
+    def key(self, shop: str, identifier: Identifier) -> bytes: ...
+    def profile_of(self, person: int) -> tuple[DeliveryProfile, str] | None:
+        """The contactable profile of a person and the identifier type that makes it contactable."""
+        ...
+    def probable_person(self, anonymous: int) -> tuple[int, float] | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShopDelivery:
+    policy: AbandonmentPolicy
+    destinations: tuple[str, ...]
+
+
+class AbandonmentService:
+    def __init__(
+        self,
+        store: AbandonmentStore,
+        profiles: Profiles,
+        shop_delivery: Callable[[str], ShopDelivery],
+        unit_of_work: Callable[[], AbstractContextManager[object]],
+        inactivity: timedelta = DEFAULT_INACTIVITY,
+    ) -> None:
+        self._store = store
+        self._profiles = profiles
+        self._shop_delivery = shop_delivery
+        self._unit_of_work = unit_of_work
+        self._inactivity = inactivity
+
+    # -- as events arrive (inside the processor's unit of work) ------------------------------------------------
+
+    def track(self, event: PendingEvent, person: int | None) -> None:
+        if event.kind in CONVERSION_KINDS:
+            commerce = event.commerce
+            self._store.record_conversion(event.shop, person, commerce.checkout_token, commerce.cart_token,
+                                          commerce.order_id, commerce.value, commerce.currency, event.occurred_at)
+            return
+        client = next((i for i in event.identifiers if i.type is IdentifierType.CLIENT_ID), None)
+        if client is None:
+            return
+        device_key = self._profiles.key(event.shop, client)
+        current = self._store.open_session(event.shop, device_key, event.occurred_at - self._inactivity)
+        state = observe(current.state, event) if current else start_session(event)
+        policy = self._shop_delivery(event.shop).policy
+        self._store.save_session(current.id if current else None, event.shop, device_key, person, state,
+                                 policy.due_at(state))
+
+    # -- when hold windows end -------------------------------------------------------------------------------
+
+    def run_due(self, now: datetime, limit: int = 100) -> Counter[str]:
+        outcomes: Counter[str] = Counter()
+        with self._unit_of_work():
+            for session in self._store.due_sessions(now, limit):
+                outcomes[self._decide(session, now)] += 1
+        return outcomes
+
+    def _decide(self, session: SessionRecord, now: datetime) -> str:
+        state, shop = session.state, session.shop
+        config = self._shop_delivery(shop)
+        policy = config.policy
+        family = self._store.family(session.person_id) if session.person_id is not None else []
+        contact = self._contact(family[0] if family else None, policy)
+        facts = Facts(
+            purchased=self._store.purchased(shop, family, sorted(state.tokens), state.started_at),
+            stronger_stage_elsewhere=bool(family) and self._store.stronger_stage(
+                shop, family, state.stage, session.id, state.last_activity_at - policy.stronger_stage_window,
+                state.last_activity_at + policy.stronger_stage_window),
+            reachable=contact is not None,
+            match=contact[1] if contact else None,
+            sent_same_stage_recently=bool(family) and self._store.sent_recently(
+                shop, family, state.stage, now - policy.cool_down),
+        )
+        outcome = decide(state, facts, policy)
+        if outcome is Outcome.NOT_IDENTIFIABLE and now < state.last_activity_at + policy.lookback:
+            # Retroactive identification: wait for the shopper to become identifiable within the lookback.
+            expires = state.last_activity_at + policy.lookback
+            self._store.close_session(session.id, "waiting", outcome.value, now, expires)
+            return "awaiting_identity"
+        delivery_id = None
+        if outcome is Outcome.SENT and contact is not None:
+            profile, match, confidence, identified_by = contact
+            event = abandonment_event(
+                shop=shop, session_key=str(session.id), session=state, profile=profile, match=match,
+                confidence=confidence, identified_by=identified_by, policy=policy)
+            ids = [self._store.enqueue(d, event, now) for d in config.destinations]
+            delivery_id = next((i for i in ids if i is not None), None)
+            if not config.destinations:
+                outcome = Outcome.NO_DESTINATION
+            incomplete = is_incomplete(event.properties)
+        else:
+            incomplete = False
+        basket = state.checkout or state.cart
+        value = basket.value if basket else None
+        native = state.klaviyo_identified or state.shopify_knows_checkout
+        self._store.record_abandonment(session, family[0] if family else None, outcome.value, native, incomplete,
+                                       value, None, now, delivery_id)
+        self._store.close_session(session.id, "decided", outcome.value, now)
+        return outcome.value
+
+    def _contact(
+        self, person: int | None, policy: AbandonmentPolicy
+    ) -> tuple[DeliveryProfile, MatchMethod, float, str] | None:
+        if person is None:
+            return None
+        found = self._profiles.profile_of(person)
+        if found is not None:
+            return found[0], MatchMethod.DETERMINISTIC, 1.0, found[1]
+        guess = self._profiles.probable_person(person)
+        if guess is None:
+            return None
+        probable = self._profiles.profile_of(guess[0])
+        if probable is None:
+            return None
+        return probable[0], MatchMethod.PROBABILISTIC, guess[1], probable[1]

@@ -1,0 +1,74 @@
+"""The delivery worker: the outbox to the destinations, retried on transient errors, dead-lettered on terminal ones."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from recapture.application.delivery_errors import TerminalDeliveryError, TransientDeliveryError
+from recapture.application.ports import Clock
+from recapture.domain.delivery import DeliveryEvent
+from recapture.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy, next_attempt
+
+
+class Destination(Protocol):
+    def send_event(self, event: DeliveryEvent) -> None:
+        """Deliver or raise TransientDeliveryError / TerminalDeliveryError."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedDelivery:
+    id: int
+    shop: str
+    destination: str
+    attempts: int
+    event: DeliveryEvent
+
+
+class Outbox(Protocol):
+    def due_deliveries(self, now: datetime, limit: int) -> Sequence[QueuedDelivery]: ...
+    def mark_delivered(self, delivery_id: int, at: datetime) -> None: ...
+    def reschedule(self, delivery_id: int, not_before: datetime | None, error: str) -> None: ...
+
+
+class DeliveryWorker:
+    def __init__(
+        self, outbox: Outbox, destinations: Mapping[tuple[str, str], Destination], clock: Clock,
+        policy: RetryPolicy = DEFAULT_RETRY_POLICY, rng: random.Random | None = None,
+    ) -> None:
+        self._outbox = outbox
+        # Keyed by (shop, destination name): every shop has its own account and key.
+        self._destinations = destinations
+        self._clock = clock
+        self._policy = policy
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not security
+
+    def run_once(self, limit: int = 100) -> Counter[str]:
+        """Send what is due. No transaction is held open while a destination is called."""
+        results: Counter[str] = Counter()
+        for delivery in self._outbox.due_deliveries(self._clock.now(), limit):
+            results[self._deliver(delivery)] += 1
+        return results
+
+    def _deliver(self, delivery: QueuedDelivery) -> str:
+        destination = self._destinations.get((delivery.shop, delivery.destination))
+        if destination is None:
+            self._outbox.reschedule(delivery.id, None, f"destination {delivery.destination!r} is not configured")
+            return "dead"
+        try:
+            destination.send_event(delivery.event)
+        except TransientDeliveryError as error:
+            when = next_attempt(transient=True, attempts=delivery.attempts + 1, retry_after=error.retry_after,
+                                now=self._clock.now(), jitter_draw=self._rng.random(), policy=self._policy)
+            self._outbox.reschedule(delivery.id, when, str(error))
+            return "retry" if when else "dead"
+        except TerminalDeliveryError as error:
+            self._outbox.reschedule(delivery.id, None, str(error))
+            return "dead"
+        self._outbox.mark_delivered(delivery.id, self._clock.now())
+        return "delivered"
