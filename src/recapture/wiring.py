@@ -159,6 +159,7 @@ def abandonment_policy(shop: ShopSettings) -> AbandonmentPolicy:
     return AbandonmentPolicy(
         holds=holds, cool_down=timedelta(days=shop.cool_down_days), metric_suffix=shop.metric_suffix,
         send_when_native=shop.send_when_native, deliver_probabilistic=shop.deliver_probabilistic,
+        mode=shop.delivery_mode,
     )
 
 

@@ -225,3 +225,48 @@ def test_a_replayed_decision_never_duplicates_a_delivery(shop: Store) -> None:
     shop.advance(61)
     [event] = shop.destination.sent
     assert shop.runtime.outbox.enqueue("webhook", event, shop.runtime.clock.now()) is None
+
+
+@pytest.fixture
+def forwarding_shop(make_settings) -> Iterator[Store]:  # type: ignore[no-untyped-def]
+    settings = make_settings(esp_webhook_url="http://127.0.0.1:9/hook", esp_webhook_secret="whsec",
+                             delivery_mode="forward")
+    runtime = build_runtime(settings)
+    with TestClient(build_web_app(settings, runtime, worker=False)) as client:
+        yield Store(runtime, client)
+    runtime.engine.dispose()
+
+
+def test_forward_mode_sends_events_as_they_happen_only_where_klaviyo_is_blind(forwarding_shop: Store) -> None:
+    """Viewed Product / Added to Cart go at once for the unseen session; the Klaviyo-cookie session sends nothing."""
+    shop = forwarding_shop
+    known_shopper(shop)
+    shop.send(envelope(pixel_event(event_id="v1", client_id="laptop")), add_to_cart("a1"))
+    shop.advance(0)
+    assert [e.metric for e in shop.destination.sent] == [
+        "Active on Site - Recaptured", "Viewed Product - Recaptured", "Added to Cart - Recaptured"]
+    added = shop.destination.sent[-1]
+    assert added.properties["CartValue"] == 60.0
+    assert added.properties["ProductName"] == "Organic Tee"
+    shop.destination.sent.clear()
+    cookie = {"__kla_id": klaviyo_cookie(**{"$exchange_id": "KX1"})}
+    shop.advance(45)
+    shop.send(add_to_cart("a2", cookies=cookie))
+    shop.advance(0)
+    assert shop.destination.sent == []
+    shop.advance(70)
+    assert "forwarded" in {outcome for _, outcome in shop.outcomes()}
+    assert all(not e.metric.startswith("Cart Abandoned") for e in shop.destination.sent)
+
+
+def test_forward_mode_always_sends_placed_order(forwarding_shop: Store) -> None:
+    """Placed Order is forwarded even for a Klaviyo-identified shopper, so flow filters see the purchase."""
+    shop = forwarding_shop
+    known_shopper(shop)
+    shop.send(envelope(pixel_event(name="checkout_completed", event_id="done", client_id="laptop",
+                                   data={"checkout": checkout(email="ann@example.com") | {"order": {"id": "77"}}}),
+                       cookies={"__kla_id": klaviyo_cookie(**{"$exchange_id": "KX1"})}))
+    shop.advance(0)
+    [order] = [e for e in shop.destination.sent if e.metric == "Placed Order - Recaptured"]
+    assert order.properties["OrderID"] == "77"
+    assert order.value is not None

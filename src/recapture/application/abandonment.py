@@ -21,6 +21,7 @@ from recapture.domain.abandonment import (
 )
 from recapture.domain.delivery import DeliveryEvent, DeliveryProfile, MatchMethod
 from recapture.domain.events import Identifier, IdentifierType
+from recapture.domain.forwarding import ALWAYS_FORWARDED, forwarded_event, forwarded_metrics
 from recapture.domain.sessions import (
     CONVERSION_KINDS,
     DEFAULT_INACTIVITY,
@@ -94,20 +95,40 @@ class AbandonmentService:
     # -- as events arrive (inside the processor's unit of work) ------------------------------------------------
 
     def track(self, event: PendingEvent, person: int | None) -> None:
+        config = self._shop_delivery(event.shop)
+        state: SessionState | None = None
         if event.kind in CONVERSION_KINDS:
             commerce = event.commerce
             self._store.record_conversion(event.shop, person, commerce.checkout_token, commerce.cart_token,
                                           commerce.order_id, commerce.value, commerce.currency, event.occurred_at)
+        elif (client := next((i for i in event.identifiers if i.type is IdentifierType.CLIENT_ID), None)) is not None:
+            device_key = self._profiles.key(event.shop, client)
+            current = self._store.open_session(event.shop, device_key, event.occurred_at - self._inactivity)
+            state = observe(current.state, event) if current else start_session(event)
+            self._store.save_session(current.id if current else None, event.shop, device_key, person, state,
+                                     config.policy.due_at(state))
+        if config.policy.mode == "forward" and person is not None:
+            self._forward(event, person, state, config)
+
+    def _forward(self, event: PendingEvent, person: int, session: SessionState | None, config: ShopDelivery) -> None:
+        """Near real time, only for sessions Klaviyo cannot see itself (Placed Order always)."""
+        unseen = session is None or not (
+            session.klaviyo_identified or session.shopify_knows_checkout or session.marketing_consent is False
+        )
+        metrics = [m for m in forwarded_metrics(event.kind, session is not None and session.events == 1)
+                   if unseen or m in ALWAYS_FORWARDED]
+        contact = self._contact(self._store.family(person)[0], config.policy) if metrics else None
+        if contact is None:
             return
-        client = next((i for i in event.identifiers if i.type is IdentifierType.CLIENT_ID), None)
-        if client is None:
-            return
-        device_key = self._profiles.key(event.shop, client)
-        current = self._store.open_session(event.shop, device_key, event.occurred_at - self._inactivity)
-        state = observe(current.state, event) if current else start_session(event)
-        policy = self._shop_delivery(event.shop).policy
-        self._store.save_session(current.id if current else None, event.shop, device_key, person, state,
-                                 policy.due_at(state))
+        profile, match, confidence, identified_by = contact
+        for metric in metrics:
+            forwarded = forwarded_event(
+                shop=event.shop, event_key=f"{event.source}:{event.id}", metric=metric, at=event.occurred_at,
+                commerce=event.commerce, session=session, page_url=event.page_url, profile=profile, match=match,
+                confidence=confidence, identified_by=identified_by, policy=config.policy,
+            )
+            for destination in config.destinations:
+                self._store.enqueue(destination, forwarded, event.occurred_at)
 
     # -- when hold windows end -------------------------------------------------------------------------------
 
@@ -135,6 +156,8 @@ class AbandonmentService:
                 shop, family, state.stage, now - policy.cool_down),
         )
         outcome = decide(state, facts, policy)
+        if outcome is Outcome.SENT and policy.mode == "forward":
+            outcome = Outcome.FORWARDED
         if outcome is Outcome.NOT_IDENTIFIABLE and now < state.last_activity_at + policy.lookback:
             # Retroactive identification: wait for the shopper to become identifiable within the lookback.
             expires = state.last_activity_at + policy.lookback

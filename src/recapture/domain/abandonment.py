@@ -30,6 +30,8 @@ class Outcome(StrEnum):
     NOT_IDENTIFIABLE = "not_identifiable"
     COOL_DOWN = "cool_down"
     NO_DESTINATION = "no_destination"
+    # `forward` mode: the shopper's events went to Klaviyo as they happened; its cloned flows decide.
+    FORWARDED = "forwarded"
 
 
 def _default_holds() -> dict[Stage, timedelta]:
@@ -50,6 +52,7 @@ class AbandonmentPolicy:
     # Stores that turned Klaviyo's native metric off ask recapture to send these too.
     send_when_native: bool = False
     deliver_probabilistic: bool = False
+    mode: str = "abandonment"
 
     def due_at(self, session: SessionState) -> datetime:
         return session.last_activity_at + self.holds[session.stage]
