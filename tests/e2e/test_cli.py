@@ -80,3 +80,24 @@ def test_help_never_shows_secrets(cli_env) -> None:  # type: ignore[no-untyped-d
         output = runner.invoke(app, [*command, "--help"]).output
         for secret in (WEBHOOK_SECRET, SECRET_KEY, ADMIN_TOKEN):
             assert secret not in output
+
+
+def test_deliveries_status_and_retry_commands(cli_env, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """`recapture deliveries status` shows the outbox; `retry` requeues dead letters and says how many."""
+    from datetime import UTC, datetime
+
+    from recapture.domain.delivery import DeliveryEvent, DeliveryProfile
+
+    runtime = build_runtime(make_settings(clock="system"))
+    event = DeliveryEvent(shop=SHOP, metric="Cart Abandoned - Recaptured", unique_id="u-1",
+                          time=datetime.now(UTC), profile=DeliveryProfile(email="lee@example.com"))
+    delivery = runtime.outbox.enqueue("webhook", event, datetime.now(UTC))
+    assert delivery is not None
+    runtime.outbox.reschedule(delivery, None, "400: bad payload")
+    runtime.engine.dispose()
+    status = json.loads(runner.invoke(app, ["deliveries", "status"]).output)
+    assert status["webhook"]["dead"] == 1
+    assert status["webhook"]["health"] == "red"
+    retried = runner.invoke(app, ["deliveries", "retry"])
+    assert "1 dead-lettered deliveries queued again" in retried.output
+    assert json.loads(runner.invoke(app, ["deliveries", "status"]).output)["webhook"]["pending"] == 1

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from recapture.cli.fake_klaviyo import fake_klaviyo
+
 if TYPE_CHECKING:
     from recapture.settings import Settings
 
@@ -157,6 +159,31 @@ def erase(
     typer.echo(json.dumps(outcome))
 
 
+deliveries_app = typer.Typer(help="The delivery outbox: health, and replaying the dead letters.", no_args_is_help=True)
+app.add_typer(deliveries_app, name="deliveries")
+
+
+@deliveries_app.command("status")
+def deliveries_status() -> None:
+    """Per destination: pending, delivered, dead, oldest undelivered age, last error and a health colour."""
+    from recapture.wiring import build_runtime
+
+    runtime = build_runtime(_settings())
+    typer.echo(json.dumps(runtime.outbox.delivery_health(runtime.clock.now()), indent=2))
+
+
+@deliveries_app.command("retry")
+def deliveries_retry(
+    shop: Annotated[str | None, typer.Option(help="Only this shop's dead letters.")] = None,
+) -> None:
+    """Put every dead-lettered delivery back in the queue (after fixing what made it fail)."""
+    from recapture.wiring import build_runtime
+
+    runtime = build_runtime(_settings())
+    count = runtime.outbox.retry_dead(runtime.clock.now(), shop.strip().lower() if shop else None)
+    console.print(f"{count} dead-lettered deliveries queued again")
+
+
 def _one_shop(settings: Settings, shop: str | None) -> str:
     if shop:
         return shop.strip().lower()
@@ -165,6 +192,9 @@ def _one_shop(settings: Settings, shop: str | None) -> str:
         console.print("[red]several shops are configured: pass --shop[/red]")
         raise typer.Exit(2)
     return shops[0].domain
+
+
+app.command(name="fake-klaviyo")(fake_klaviyo)
 
 
 def run() -> None:
