@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
 from recapture.adapters.clock import ManualClock, SystemClock
+from recapture.adapters.destinations.klaviyo import KlaviyoDestination, missing_scopes_message
 from recapture.adapters.destinations.webhook import WebhookDestination
 from recapture.adapters.http.app import build_app
 from recapture.adapters.http.context import HttpContext
@@ -33,6 +34,7 @@ from recapture.adapters.storage.transactions import Transactions
 from recapture.application.abandonment import AbandonmentService, ShopDelivery
 from recapture.application.collector import Collector
 from recapture.application.delivery import DeliveryWorker, Destination
+from recapture.application.delivery_errors import DeliveryError
 from recapture.application.identity import IdentityResolver
 from recapture.application.processing import EventProcessor
 from recapture.application.reidentify import DeviceMatcher
@@ -84,6 +86,8 @@ class Runtime:
     abandonment: AbandonmentService
     outbox: SqlAbandonmentStore
     delivery: DeliveryWorker
+    klaviyo: dict[str, KlaviyoDestination] = field(default_factory=dict)
+    missing_scopes: dict[str, list[str]] = field(default_factory=dict)
     worker: asyncio.Task[None] | None = None
     sender: asyncio.Task[None] | None = None
     started: dict[str, bool] = field(default_factory=dict)
@@ -123,6 +127,7 @@ class Runtime:
                 "delivery_retries": outbox["retries"],
             },
             "destinations": self.outbox.delivery_health(now),
+            "klaviyo_missing_scopes": self.missing_scopes,
         }
 
     async def run_worker(self) -> None:
@@ -140,6 +145,18 @@ class Runtime:
         self.metrics.record_processing(result)
         self.metrics.record_abandonments(decided)
         return result.processed + sum(decided.values())
+
+    def check_klaviyo_scopes(self) -> None:
+        """At start-up: name any scope a shop's Klaviyo key lacks (events, profiles, lists, subscriptions:write)."""
+        for shop, destination in self.klaviyo.items():
+            try:
+                missing = destination.check_scopes()
+            except DeliveryError as error:
+                log.warning("klaviyo_scopes_unchecked", shop=shop, reason=str(error))
+                continue
+            self.missing_scopes[shop] = missing
+            if missing:
+                log.error("klaviyo_key_missing_scopes", shop=shop, message=missing_scopes_message(missing))
 
     async def run_sender(self) -> None:
         while True:
@@ -163,8 +180,10 @@ def abandonment_policy(shop: ShopSettings) -> AbandonmentPolicy:
     )
 
 
-def destinations_of(shop: ShopSettings) -> dict[str, Destination]:
+def destinations_of(shop: ShopSettings, settings: Settings) -> dict[str, Destination]:
     found: dict[str, Destination] = {}
+    if shop.klaviyo_private_key is not None:
+        found["klaviyo"] = KlaviyoDestination(settings.klaviyo_base_url, shop.klaviyo_private_key.get_secret_value())
     if shop.webhook_url and shop.webhook_secret:
         found["webhook"] = WebhookDestination(shop.webhook_url, shop.webhook_secret.get_secret_value())
     return found
@@ -191,7 +210,7 @@ def build_runtime(settings: Settings) -> Runtime:
     guessing = {shop.domain: ProbabilisticPolicy(enabled=shop.probabilistic_matching) for shop in settings.all_shops()}
     matcher = DeviceMatcher(SqlDeviceSightings(transactions), graph, lambda s: guessing.get(s, ProbabilisticPolicy()))
     clock: SystemClock | ManualClock = ManualClock(engine) if settings.clock == "manual" else SystemClock()
-    sending = {shop.domain: destinations_of(shop) for shop in settings.all_shops()}
+    sending = {shop.domain: destinations_of(shop, settings) for shop in settings.all_shops()}
     deliveries = {
         shop.domain: ShopDelivery(policy=abandonment_policy(shop), destinations=tuple(sending[shop.domain]))
         for shop in settings.all_shops()
@@ -206,6 +225,7 @@ def build_runtime(settings: Settings) -> Runtime:
         processor=EventProcessor(store, clock, resolver, graph, transactions.unit, matcher, abandonment),
         metrics=metrics, abandonment=abandonment, outbox=outbox,
         delivery=DeliveryWorker(outbox, {(s, n): d for s, found in sending.items() for n, d in found.items()}, clock),
+        klaviyo={s: d for s, found in sending.items() for n, d in found.items() if isinstance(d, KlaviyoDestination)},
     )
     metrics.watch_queue("processing", lambda: store.counts().pending)
     metrics.watch_queue("ingest", lambda: runtime.writer.waiting)
@@ -237,12 +257,13 @@ def build_web_app(settings: Settings, runtime: Runtime | None = None, *, worker:
         await runtime.writer.start()
         runtime.started["writer"] = True
         if worker:
+            scopes = asyncio.create_task(asyncio.to_thread(runtime.check_klaviyo_scopes), name="scopes")
             runtime.worker = asyncio.create_task(runtime.run_worker(), name="processing")
             runtime.sender = asyncio.create_task(runtime.run_sender(), name="delivery")
         try:
             yield
         finally:
-            for task in (runtime.worker, runtime.sender):
+            for task in (runtime.worker, runtime.sender, scopes if worker else None):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
