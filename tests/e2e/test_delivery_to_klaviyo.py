@@ -24,7 +24,18 @@ import pytest
 
 from recapture.adapters.destinations.fake_klaviyo import FakeKlaviyo, FakeKlaviyoServer, KlaviyoSpec
 from tests.conftest import free_port
-from tests.support import ADMIN_TOKEN, AUTH, SECRET_KEY, SHARED, SHOP, WEBHOOK_SECRET, checkout, envelope, pixel_event, variant
+from tests.support import (
+    ADMIN_TOKEN,
+    AUTH,
+    SECRET_KEY,
+    SHARED,
+    SHOP,
+    WEBHOOK_SECRET,
+    checkout,
+    envelope,
+    pixel_event,
+    variant,
+)
 
 START = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
 KEY = "pk_e2e_0001"
