@@ -25,6 +25,9 @@ class ShopSettings(BaseModel):
     # The current secret first; the previous one keeps verifying webhooks while Shopify rotates it.
     webhook_secrets: list[SecretStr] = Field(default_factory=list)
     klaviyo_private_key: SecretStr | None = None
+    # The fraction of Klaviyo's documented rate limits recapture paces itself at; the rest is margin for other
+    # apps on the same Klaviyo account. None: the client's default (klaviyo.DEFAULT_HEADROOM).
+    klaviyo_headroom: float | None = Field(default=None, gt=0, le=1)
     # Storefront origins besides https://<domain> (custom domains) that the pixel may post from.
     allowed_origins: list[str] = Field(default_factory=list)
     default_phone_region: str = "US"
@@ -43,6 +46,8 @@ class ShopSettings(BaseModel):
     cool_down_days: int = 7
     send_when_native: bool = False
     deliver_probabilistic: bool = False
+    # Klaviyo list that shoppers who opt in to email marketing at checkout are subscribed to (none: no subscribing).
+    klaviyo_list_id: str | None = None
     # Any ESP: the same events as signed JSON posted to this URL.
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
@@ -75,6 +80,7 @@ class Settings(BaseSettings):
     shop_allowed_origins: str = ""
     probabilistic_matching: bool = False
     delivery_mode: Literal["abandonment", "forward"] = "abandonment"
+    klaviyo_list_id: str | None = None
     esp_webhook_url: str | None = None
     esp_webhook_secret: SecretStr | None = None
     # Shopify runs custom pixels in a sandboxed iframe whose requests carry `Origin: null`.
@@ -116,6 +122,7 @@ class Settings(BaseSettings):
                     klaviyo_private_key=self.klaviyo_private_key, allowed_origins=origins,
                     probabilistic_matching=self.probabilistic_matching, delivery_mode=self.delivery_mode,
                     webhook_url=self.esp_webhook_url, webhook_secret=self.esp_webhook_secret,
+                    klaviyo_list_id=self.klaviyo_list_id,
                 )
             )
         return shops

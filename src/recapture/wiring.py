@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
 from recapture.adapters.clock import ManualClock, SystemClock
-from recapture.adapters.destinations.klaviyo import KlaviyoDestination, missing_scopes_message
+from recapture.adapters.destinations.klaviyo import DEFAULT_HEADROOM, KlaviyoDestination, missing_scopes_message
 from recapture.adapters.destinations.webhook import WebhookDestination
 from recapture.adapters.http.app import build_app
 from recapture.adapters.http.context import HttpContext
@@ -183,7 +183,9 @@ def abandonment_policy(shop: ShopSettings) -> AbandonmentPolicy:
 def destinations_of(shop: ShopSettings, settings: Settings) -> dict[str, Destination]:
     found: dict[str, Destination] = {}
     if shop.klaviyo_private_key is not None:
-        found["klaviyo"] = KlaviyoDestination(settings.klaviyo_base_url, shop.klaviyo_private_key.get_secret_value())
+        headroom = DEFAULT_HEADROOM if shop.klaviyo_headroom is None else shop.klaviyo_headroom
+        found["klaviyo"] = KlaviyoDestination(settings.klaviyo_base_url, shop.klaviyo_private_key.get_secret_value(),
+                                              headroom=headroom)
     if shop.webhook_url and shop.webhook_secret:
         found["webhook"] = WebhookDestination(shop.webhook_url, shop.webhook_secret.get_secret_value())
     return found
@@ -212,7 +214,8 @@ def build_runtime(settings: Settings) -> Runtime:
     clock: SystemClock | ManualClock = ManualClock(engine) if settings.clock == "manual" else SystemClock()
     sending = {shop.domain: destinations_of(shop, settings) for shop in settings.all_shops()}
     deliveries = {
-        shop.domain: ShopDelivery(policy=abandonment_policy(shop), destinations=tuple(sending[shop.domain]))
+        shop.domain: ShopDelivery(policy=abandonment_policy(shop), destinations=tuple(sending[shop.domain]),
+                                  list_id=shop.klaviyo_list_id)
         for shop in settings.all_shops()
     }
     outbox = SqlAbandonmentStore(transactions, sealer)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from recapture.adapters.storage.schema import abandonments
 from recapture.application.delivery import DeliveryWorker
 from recapture.application.delivery_errors import TerminalDeliveryError, TransientDeliveryError
-from recapture.domain.delivery import DeliveryEvent
+from recapture.domain.delivery import DeliveryEvent, DeliveryProfile
 from recapture.wiring import Runtime, build_runtime, build_web_app
 from tests.support import SHOP, checkout, envelope, klaviyo_cookie, pixel_event, variant
 
@@ -24,12 +24,21 @@ JSON = {"content-type": "application/json"}
 class RecordingDestination:
     def __init__(self) -> None:
         self.sent: list[DeliveryEvent] = []
+        self.profiles: list[DeliveryProfile] = []
+        self.subscriptions: list[tuple[str, str | None]] = []
         self.failures: list[Exception] = []
 
     def send_event(self, event: DeliveryEvent) -> None:
         if self.failures:
             raise self.failures.pop(0)
         self.sent.append(event)
+
+    def import_profile(self, profile: DeliveryProfile) -> str | None:
+        self.profiles.append(profile)
+        return None
+
+    def subscribe(self, profiles: Sequence[DeliveryProfile], list_id: str) -> None:
+        self.subscriptions += [(list_id, p.email) for p in profiles]
 
 
 class Store:
@@ -270,3 +279,23 @@ def test_forward_mode_always_sends_placed_order(forwarding_shop: Store) -> None:
     [order] = [e for e in shop.destination.sent if e.metric == "Placed Order - Recaptured"]
     assert order.properties["OrderID"] == "77"
     assert order.value is not None
+
+
+def test_names_typed_at_checkout_update_the_profile_and_opt_in_subscribes(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """First/last name and town go to the profile; a list subscription only for the shopper who ticked opt-in."""
+    settings = make_settings(esp_webhook_url="http://127.0.0.1:9/hook", esp_webhook_secret="whsec",
+                             klaviyo_list_id="LIST1")
+    runtime = build_runtime(settings)
+    with TestClient(build_web_app(settings, runtime, worker=False)) as client:
+        shop = Store(runtime, client)
+        address = {"firstName": "Ann", "lastName": "Lee", "city": "Oslo", "province": None, "countryCode": "NO"}
+        for n, opted_in in ((1, True), (2, False)):
+            shape = checkout(email=f"buyer{n}@example.com", token=f"t{n}") | {
+                "shippingAddress": address, "buyerAcceptsEmailMarketing": opted_in}
+            shop.send(envelope(pixel_event(name="checkout_address_info_submitted", event_id=f"c{n}",
+                                           client_id=f"d{n}", data={"checkout": shape})))
+        shop.advance(0)
+    runtime.engine.dispose()
+    assert {(p.email, p.first_name, p.last_name, p.city) for p in shop.destination.profiles} == {
+        ("buyer1@example.com", "Ann", "Lee", "Oslo"), ("buyer2@example.com", "Ann", "Lee", "Oslo")}
+    assert shop.destination.subscriptions == [("LIST1", "buyer1@example.com")]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
@@ -19,9 +20,10 @@ from recapture.domain.abandonment import (
     decide,
     is_incomplete,
 )
-from recapture.domain.delivery import DeliveryEvent, DeliveryProfile, MatchMethod
+from recapture.domain.delivery import Delivery, DeliveryProfile, MatchMethod, ProfileUpdate, Subscription
 from recapture.domain.events import Identifier, IdentifierType
 from recapture.domain.forwarding import ALWAYS_FORWARDED, forwarded_event, forwarded_metrics
+from recapture.domain.profile_facts import ProfileFacts
 from recapture.domain.sessions import (
     CONVERSION_KINDS,
     DEFAULT_INACTIVITY,
@@ -60,7 +62,7 @@ class AbandonmentStore(Protocol):
     def record_abandonment(self, session: SessionRecord, person: int | None, outcome: str, native: bool,
                            incomplete: bool, value: Decimal | None, currency: str | None, at: datetime,
                            delivery_id: int | None) -> None: ...
-    def enqueue(self, destination: str, event: DeliveryEvent, at: datetime) -> int | None: ...
+    def enqueue(self, destination: str, item: Delivery, at: datetime) -> int | None: ...
 
 
 class Profiles(Protocol):
@@ -75,6 +77,7 @@ class Profiles(Protocol):
 class ShopDelivery:
     policy: AbandonmentPolicy
     destinations: tuple[str, ...]
+    list_id: str | None = None
 
 
 class AbandonmentService:
@@ -107,8 +110,27 @@ class AbandonmentService:
             state = observe(current.state, event) if current else start_session(event)
             self._store.save_session(current.id if current else None, event.shop, device_key, person, state,
                                      config.policy.due_at(state))
+        if person is not None and event.profile is not None:
+            self._update_profile(event, person, event.profile, config)
         if config.policy.mode == "forward" and person is not None:
             self._forward(event, person, state, config)
+
+    def _update_profile(self, event: PendingEvent, person: int, facts: ProfileFacts, config: ShopDelivery) -> None:
+        """Names and place for the profile; a list subscription only for a shopper who opted in."""
+        found = self._profiles.profile_of(self._store.family(person)[0])
+        if found is None or not config.destinations:
+            return
+        profile = replace(found[0], first_name=facts.first_name, last_name=facts.last_name, city=facts.city,
+                          region=facts.region)
+        key = f"{event.shop}|{event.source}:{event.id}"
+        update = ProfileUpdate(shop=event.shop, unique_id=_digest(f"{key}|profile"), profile=profile)
+        subscribe = facts.accepts_email_marketing is True and config.list_id is not None and profile.email
+        for destination in config.destinations:
+            self._store.enqueue(destination, update, event.occurred_at)
+            if subscribe and config.list_id is not None:
+                subscription = Subscription(shop=event.shop, list_id=config.list_id, profile=replace(profile),
+                                            unique_id=_digest(f"{event.shop}|{profile.email}|{config.list_id}"))
+                self._store.enqueue(destination, subscription, event.occurred_at)
 
     def _forward(self, event: PendingEvent, person: int, session: SessionState | None, config: ShopDelivery) -> None:
         """Near real time, only for sessions Klaviyo cannot see itself (Placed Order always)."""
@@ -199,3 +221,7 @@ class AbandonmentService:
         if probable is None:
             return None
         return probable[0], MatchMethod.PROBABILISTIC, guess[1], probable[1]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:40]

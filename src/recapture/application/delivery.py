@@ -11,14 +11,16 @@ from typing import Protocol
 
 from recapture.application.delivery_errors import TerminalDeliveryError, TransientDeliveryError
 from recapture.application.ports import Clock
-from recapture.domain.delivery import DeliveryEvent
+from recapture.domain.delivery import Delivery, DeliveryEvent, DeliveryProfile, ProfileUpdate
 from recapture.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy, next_attempt
 
 
 class Destination(Protocol):
-    def send_event(self, event: DeliveryEvent) -> None:
-        """Deliver or raise TransientDeliveryError / TerminalDeliveryError."""
-        ...
+    """Each call delivers or raises TransientDeliveryError / TerminalDeliveryError."""
+
+    def send_event(self, event: DeliveryEvent) -> None: ...
+    def import_profile(self, profile: DeliveryProfile) -> str | None: ...
+    def subscribe(self, profiles: Sequence[DeliveryProfile], list_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,7 +29,7 @@ class QueuedDelivery:
     shop: str
     destination: str
     attempts: int
-    event: DeliveryEvent
+    item: Delivery
 
 
 class Outbox(Protocol):
@@ -61,7 +63,7 @@ class DeliveryWorker:
             self._outbox.reschedule(delivery.id, None, f"destination {delivery.destination!r} is not configured")
             return "dead"
         try:
-            destination.send_event(delivery.event)
+            _send(destination, delivery.item)
         except TransientDeliveryError as error:
             when = next_attempt(transient=True, attempts=delivery.attempts + 1, retry_after=error.retry_after,
                                 now=self._clock.now(), jitter_draw=self._rng.random(), policy=self._policy)
@@ -72,3 +74,12 @@ class DeliveryWorker:
             return "dead"
         self._outbox.mark_delivered(delivery.id, self._clock.now())
         return "delivered"
+
+
+def _send(destination: Destination, item: Delivery) -> None:
+    if isinstance(item, DeliveryEvent):
+        destination.send_event(item)
+    elif isinstance(item, ProfileUpdate):
+        destination.import_profile(item.profile)
+    else:
+        destination.subscribe([item.profile], item.list_id)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from recapture.domain.events import EMPTY_COMMERCE, CanonicalEvent, Commerce, Consent, Device, EventKind, Identifier
+from recapture.domain.profile_facts import ProfileFacts
 
 
 class Clock(Protocol):
@@ -26,6 +27,7 @@ class PendingEvent:
     consent: Consent | None = None
     page_url: str | None = None
     source: str = ""
+    profile: ProfileFacts | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -46,3 +46,28 @@ class DeliveryEvent:
     properties: dict[str, Any] = field(default_factory=dict)
     value: Decimal | None = None
     value_currency: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileUpdate:
+    """Names and place the shopper gave at checkout, for the platform's profile (Klaviyo profile-import)."""
+
+    shop: str
+    unique_id: str
+    profile: DeliveryProfile
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subscription:
+    """A list subscription: only ever for a shopper who opted in to email marketing."""
+
+    shop: str
+    unique_id: str
+    list_id: str
+    profile: DeliveryProfile
+
+
+Delivery = DeliveryEvent | ProfileUpdate | Subscription
+DELIVERY_KINDS: dict[str, type[DeliveryEvent] | type[ProfileUpdate] | type[Subscription]] = {
+    "event": DeliveryEvent, "profile": ProfileUpdate, "subscription": Subscription,
+}

@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from recapture.domain.profile_facts import ProfileFacts
+
 
 class Source(StrEnum):
     SHOPIFY_PIXEL = "shopify_pixel"
@@ -161,6 +163,8 @@ class CanonicalEvent:
     page_url: str | None = None
     # Shopify's X-Shopify-Event-Id / X-Shopify-Triggered-At for webhooks: one merchant action, many deliveries.
     source_meta: dict[str, str] = field(default_factory=dict)
+    # Names, town and marketing opt-in the shopper gave (sealed at rest; never in logs).
+    profile: ProfileFacts | None = None
     # The exact bytes received, kept (sealed) for audit and replay.
     raw: bytes = b""
 

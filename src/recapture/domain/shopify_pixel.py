@@ -31,6 +31,7 @@ from recapture.domain.identifiers import (
     unique_identifiers,
 )
 from recapture.domain.money import currency_of, to_decimal
+from recapture.domain.profile_facts import profile_facts
 from recapture.domain.timestamps import (
     DEFAULT_TIMESTAMP_POLICY,
     TimestampPolicy,
@@ -296,6 +297,12 @@ def normalize_pixel_event(
         [*identifiers_of(envelope, commerce, default_region), *attribution_identifiers(attribution)]
     )
     occurred_at, flag = clamp_occurred_at(parse_timestamp(envelope.timestamp), facts.received_at, policy)
+    checkout = _dict(envelope.data.get("checkout"))
+    accepts = checkout.get("buyerAcceptsEmailMarketing")
+    profile = profile_facts(
+        [_dict(envelope.customer), _dict(checkout.get("billingAddress")), _dict(checkout.get("shippingAddress"))],
+        accepts if isinstance(accepts, bool) else None,
+    )
     return CanonicalEvent(
         shop=envelope.shop,
         source=Source.SHOPIFY_PIXEL,
@@ -311,5 +318,6 @@ def normalize_pixel_event(
         consent=consent_of(envelope.consent),
         device=device_of(envelope.context, facts),
         page_url=page_url,
+        profile=profile,
         raw=envelope.raw,
     )

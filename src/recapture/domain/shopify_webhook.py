@@ -30,6 +30,7 @@ from recapture.domain.identifiers import (
     unique_identifiers,
 )
 from recapture.domain.money import to_decimal
+from recapture.domain.profile_facts import ProfileFacts, profile_facts
 from recapture.domain.timestamps import (
     DEFAULT_TIMESTAMP_POLICY,
     TimestampPolicy,
@@ -182,6 +183,20 @@ def _device(resource: Json) -> Device:
     return Device(ip=ip, user_agent=_text(client.get("user_agent")), language=_text(client.get("accept_language")))
 
 
+def _profile(kind: EventKind, resource: Json) -> ProfileFacts | None:
+    if kind in (EventKind.OTHER, *_PRIVACY):
+        return None
+    consent = _consent(resource)
+    if kind is EventKind.CUSTOMER_UPDATED:
+        sources = [resource, _dict(resource.get("default_address"))]
+    else:
+        # The buyer's own records before the shipping address, which may name a gift's recipient.
+        customer = _dict(resource.get("customer"))
+        sources = [customer, _dict(resource.get("billing_address")), _dict(customer.get("default_address")),
+                   _dict(resource.get("shipping_address"))]
+    return profile_facts(sources, consent.marketing if consent else None)
+
+
 def normalize_webhook(
     delivery: WebhookDelivery,
     received_at: datetime,
@@ -220,5 +235,6 @@ def normalize_webhook(
         device=_device(resource),
         page_url=None,
         source_meta=meta,
+        profile=_profile(kind, resource),
         raw=delivery.raw,
     )

@@ -6,13 +6,14 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import msgspec
 
 from recapture.application.delivery_errors import TerminalDeliveryError, TransientDeliveryError
-from recapture.domain.delivery import DeliveryEvent
+from recapture.domain.delivery import DeliveryEvent, DeliveryProfile
 
 SIGNATURE_HEADER = "X-Recapture-Signature"
 TIMESTAMP_HEADER = "X-Recapture-Timestamp"
@@ -21,7 +22,8 @@ TIMESTAMP_HEADER = "X-Recapture-Timestamp"
 def webhook_body(event: DeliveryEvent) -> bytes:
     """Stable JSON: the metric, a unique id for deduplication, the time, the profile, properties and value."""
     document: dict[str, Any] = {
-        "metric": event.metric, "unique_id": event.unique_id, "time": event.time.isoformat(), "shop": event.shop,
+        "kind": "event", "metric": event.metric, "unique_id": event.unique_id, "time": event.time.isoformat(),
+        "shop": event.shop,
         "profile": msgspec.to_builtins(event.profile), "properties": event.properties,
         "value": float(event.value) if event.value is not None else None, "value_currency": event.value_currency,
     }
@@ -44,11 +46,23 @@ class WebhookDestination:
         return f"WebhookDestination(url={self._url!r})"
 
     def send_event(self, event: DeliveryEvent) -> None:
-        body = webhook_body(event)
+        self._post(webhook_body(event), event.unique_id)
+
+    def import_profile(self, profile: DeliveryProfile) -> str | None:
+        body = msgspec.json.encode({"kind": "profile", "profile": msgspec.to_builtins(profile)})
+        self._post(body, hashlib.sha256(body).hexdigest()[:40])
+        return None
+
+    def subscribe(self, profiles: Sequence[DeliveryProfile], list_id: str) -> None:
+        body = msgspec.json.encode({"kind": "subscription", "list_id": list_id,
+                                    "profiles": [msgspec.to_builtins(p) for p in profiles]})
+        self._post(body, hashlib.sha256(body).hexdigest()[:40])
+
+    def _post(self, body: bytes, idempotency_key: str) -> None:
         timestamp = str(int(time.time()))
         headers = {
             "content-type": "application/json", TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: signature(self._secret, timestamp, body), "Idempotency-Key": event.unique_id,
+            SIGNATURE_HEADER: signature(self._secret, timestamp, body), "Idempotency-Key": idempotency_key,
         }
         try:
             response = self._client.post(self._url, content=body, headers=headers)

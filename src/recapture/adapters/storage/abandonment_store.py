@@ -15,7 +15,7 @@ from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
 from recapture.application.abandonment import SessionRecord
 from recapture.application.delivery import QueuedDelivery
-from recapture.domain.delivery import DeliveryEvent
+from recapture.domain.delivery import DELIVERY_KINDS, Delivery, DeliveryEvent
 from recapture.domain.sessions import SessionState, Stage
 
 
@@ -146,16 +146,18 @@ class SqlAbandonmentStore:
                 value=str(value) if value is not None else None, currency=currency,
                 abandoned_at=session.state.last_activity_at, decided_at=at, delivery_id=delivery_id))
 
-    def enqueue(self, destination: str, event: DeliveryEvent, at: datetime) -> int | None:
+    def enqueue(self, destination: str, item: Delivery, at: datetime) -> int | None:
         """Add a delivery to the outbox in the caller's transaction; None if this unique_id is already there."""
+        kind = next(k for k, t in DELIVERY_KINDS.items() if isinstance(item, t))
+        label = item.metric if isinstance(item, DeliveryEvent) else kind
         with self._tx.begin() as conn:
             if conn.execute(select(deliveries.c.id).where(
-                deliveries.c.shop == event.shop, deliveries.c.destination == destination,
-                deliveries.c.unique_id == event.unique_id)).first() is not None:
+                deliveries.c.shop == item.shop, deliveries.c.destination == destination,
+                deliveries.c.unique_id == item.unique_id)).first() is not None:
                 return None
             statement = insert(deliveries).values(
-                shop=event.shop, destination=destination, unique_id=event.unique_id, metric=event.metric,
-                sealed_payload=self._sealer.seal(msgspec.json.encode(event)), status="pending", attempts=0,
+                shop=item.shop, destination=destination, kind=kind, unique_id=item.unique_id, metric=label,
+                sealed_payload=self._sealer.seal(msgspec.json.encode(item)), status="pending", attempts=0,
                 not_before=at, created_at=at)
             return int(conn.execute(statement.returning(deliveries.c.id)).scalar_one())
 
@@ -163,13 +165,13 @@ class SqlAbandonmentStore:
         with self._tx.begin() as conn:
             rows = conn.execute(
                 select(deliveries.c.id, deliveries.c.shop, deliveries.c.destination, deliveries.c.attempts,
-                       deliveries.c.sealed_payload)
+                       deliveries.c.kind, deliveries.c.sealed_payload)
                 .where(deliveries.c.status == "pending", deliveries.c.not_before <= now)
                 .order_by(deliveries.c.not_before, deliveries.c.id).limit(limit)
             ).all()
         return [
             QueuedDelivery(id=r.id, shop=r.shop, destination=r.destination, attempts=r.attempts,
-                            event=msgspec.json.decode(self._sealer.open(r.sealed_payload), type=DeliveryEvent))
+                           item=msgspec.json.decode(self._sealer.open(r.sealed_payload), type=DELIVERY_KINDS[r.kind]))
             for r in rows
         ]
 

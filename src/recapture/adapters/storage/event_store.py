@@ -26,6 +26,7 @@ from recapture.domain.events import (
     Identifier,
     IdentifierType,
 )
+from recapture.domain.profile_facts import ProfileFacts
 
 # Identifiers that tie events of one shopper together without naming them; erasure follows them one hop.
 LINKING_TYPES = frozenset(
@@ -179,6 +180,7 @@ class SqlEventStore:
             "user_agent": event.device.user_agent,
             "body": _body(event),
             "sealed_raw": self._sealer.seal(event.raw),
+            "sealed_profile": self._sealer.seal(msgspec.json.encode(event.profile)) if event.profile else None,
         }
 
     def _identifier_row(self, shop: str, event_id: int, identifier: Identifier) -> dict[str, Any]:
@@ -197,7 +199,7 @@ class SqlEventStore:
     def pending(self, limit: int) -> list[PendingEvent]:
         query = (
             select(events.c.id, events.c.shop, events.c.kind, events.c.occurred_at, events.c.ip,
-                   events.c.user_agent, events.c.body, events.c.page_url, events.c.source)
+                   events.c.user_agent, events.c.body, events.c.page_url, events.c.source, events.c.sealed_profile)
             .where(events.c.processed_at.is_(None))
             .order_by(events.c.id)
             .limit(limit)
@@ -211,10 +213,13 @@ class SqlEventStore:
                 identifiers=tuple(identifiers.get(r.id, ())), device=_device(r.ip, r.user_agent, r.body),
                 commerce=msgspec.convert(r.body["commerce"], Commerce, strict=False),
                 consent=msgspec.convert(r.body["consent"], Consent, strict=False) if r.body.get("consent") else None,
-                page_url=r.page_url, source=r.source,
+                page_url=r.page_url, source=r.source, profile=self._profile(r.sealed_profile),
             )
             for r in rows
         ]
+
+    def _profile(self, sealed: bytes | None) -> ProfileFacts | None:
+        return msgspec.json.decode(self._sealer.open(sealed), type=ProfileFacts) if sealed else None
 
     def _identifiers_of(self, conn: Connection, event_ids: Sequence[int]) -> dict[int, list[Identifier]]:
         found: dict[int, list[Identifier]] = {}

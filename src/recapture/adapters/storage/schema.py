@@ -75,6 +75,8 @@ events = Table(
     Column("processed_at", Timestamp),
     # Who the event was attributed to when it was resolved; later merges follow persons.merged_into.
     Column("person_id", Id),
+    # Names, town and marketing opt-in the shopper typed (ProfileFacts), sealed.
+    Column("sealed_profile", LargeBinary),
     UniqueConstraint("shop", "source", "source_event_id", name="uq_events_source_id"),
 )
 Index("ix_events_shop_occurred", events.c.shop, events.c.occurred_at)
@@ -270,6 +272,8 @@ deliveries = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("shop", String(255), nullable=False),
     Column("destination", String(32), nullable=False),
+    # event | profile | subscription
+    Column("kind", String(16), nullable=False),
     Column("unique_id", String(64), nullable=False),
     Column("metric", String(128), nullable=False),
     # The event with its profile (email, phone): personal data, sealed.

@@ -1,4 +1,4 @@
-"""Sessions, conversions, abandonment decisions and the delivery outbox.
+"""Sessions, conversions, abandonment decisions, the delivery outbox; sealed profile facts on events.
 
 Revision ID: 0003
 Revises: 0002
@@ -16,6 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("events") as batch:
+        batch.add_column(sa.Column("sealed_profile", sa.LargeBinary()))
     op.create_table(
         "sessions",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
@@ -74,6 +76,7 @@ def upgrade() -> None:
         sa.Column("id", Id, primary_key=True, autoincrement=True),
         sa.Column("shop", sa.String(255), nullable=False),
         sa.Column("destination", sa.String(32), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("unique_id", sa.String(64), nullable=False),
         sa.Column("metric", sa.String(128), nullable=False),
         sa.Column("sealed_payload", sa.LargeBinary(), nullable=False),
@@ -91,3 +94,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("deliveries", "abandonments", "conversions", "sessions"):
         op.drop_table(table)
+    with op.batch_alter_table("events") as batch:
+        batch.drop_column("sealed_profile")
