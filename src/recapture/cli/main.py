@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from recapture.cli.fake_klaviyo import fake_klaviyo
+from recapture.simulation.cli import simulate
 
 if TYPE_CHECKING:
     from recapture.settings import Settings
@@ -195,6 +196,7 @@ def _one_shop(settings: Settings, shop: str | None) -> str:
 
 
 app.command(name="fake-klaviyo")(fake_klaviyo)
+app.command()(simulate)
 
 
 def run() -> None:

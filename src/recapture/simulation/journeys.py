@@ -44,8 +44,6 @@ CHECKOUT_TOKEN = "checkout_token"  # noqa: S105 - an identifier type name, not a
 CART_TOKEN = "cart_token"  # noqa: S105 - an identifier type name, not a secret
 ORDER_ID = "order_id"
 EXCHANGE_ID = "klaviyo_exchange_id"
-# Identifiers that name a person: an event carrying one of the true person's own "reveals" who they are.
-REVEALING = frozenset({EMAIL, PHONE, CUSTOMER_ID, EXCHANGE_ID})
 
 Identifiers = tuple[tuple[str, str], ...]
 
@@ -124,6 +122,7 @@ class Session:
     start: datetime
     end: datetime
     ip: str
+    network: str  # "home" (the household's own address), "office" or "carrier" (carrier-grade NAT)
     events: tuple[str, ...]  # keys of its pixel events
 
 
@@ -224,8 +223,11 @@ CATALOG = tuple(
     ))
 )
 COLLECTIONS = ("New arrivals", "Best sellers", "Sale", "Outerwear", "Accessories")
+ALPHANUMERIC = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+ULID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CARRIER_PREFIXES = ("172.56", "172.58", "166.205", "174.205", "107.77", "208.54")
-ISP_FIRST_OCTETS = (24, 47, 50, 66, 67, 68, 69, 70, 71, 73, 75, 76, 96, 97, 98, 99, 104, 108, 173, 174)
+BUSINESS_FIRST_OCTETS = (38, 63, 65, 204, 207, 209, 216)
+ISP_FIRST_OCTETS = (24, 47, 50, 66, 67, 68, 69, 70, 71, 73, 75, 76, 96, 97, 98, 99, 104, 108, 173)
 # Visits by hour of day (UTC is the store's time here): low at night, an evening peak. An assumption.
 HOUR_WEIGHTS = (
     1.0, 0.6, 0.4, 0.3, 0.3, 0.4, 0.7, 1.1, 1.5, 1.8, 2.0, 2.0, 2.2, 2.0, 1.9, 1.9, 2.0, 2.2, 2.6, 3.0, 3.2, 3.0,
@@ -241,7 +243,8 @@ def _user_agent(kind: BrowserKind, rng: random.Random) -> tuple[str, tuple[int, 
     if kind is BrowserKind.DESKTOP_CHROME:
         system = rng.choice(("Windows NT 10.0; Win64; x64", "Macintosh; Intel Mac OS X 10_15_7"))
         screen = rng.choice(((1920, 1080), (1536, 864), (1440, 900), (2560, 1440)))
-        return f"Mozilla/5.0 ({system}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome}.0.0.0 Safari/537.36", screen
+        return (f"Mozilla/5.0 ({system}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome}.0.0.0 "
+                "Safari/537.36", screen)
     if kind is BrowserKind.DESKTOP_SAFARI:
         version = rng.choice(("17.6", "18.0", "18.1"))
         return (f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -256,7 +259,6 @@ def _user_agent(kind: BrowserKind, rng: random.Random) -> tuple[str, tuple[int, 
     if kind is BrowserKind.TABLET_SAFARI:
         return (f"Mozilla/5.0 (iPad; CPU OS {ios} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
                 f"Version/{ios.replace('_', '.')} Mobile/15E148 Safari/604.1", (820, 1180))
-    model = rng.choice(("Pixel 8", "SM-S921U", "SM-A546U", "moto g power 5G"))
     android_ua = (f"Mozilla/5.0 (Linux; Android {android}; K) AppleWebKit/537.36 (KHTML, like Gecko) "
                   f"Chrome/{chrome}.0.0.0 Mobile Safari/537.36")
     if kind is BrowserKind.ANDROID_CHROME:
@@ -268,12 +270,15 @@ def _in_app_user_agent(kind: BrowserKind, phone_agent: str, rng: random.Random) 
     if "iPhone" in phone_agent:
         base = phone_agent.split(" Version/")[0] + " Mobile/22A3354"
         if kind is BrowserKind.INSTAGRAM_IN_APP:
-            return base + " Instagram 350.0.0.24.84 (iPhone15,2; iOS 18_0; en_US; en; scale=3.00; 1179x2556; 640154364)"
-        return base + " [FBAN/FBIOS;FBAV/483.0.0.48.102;FBBV/659349370;FBDV/iPhone15,2;FBMD/iPhone;FBSN/iOS;FBSV/18.0;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5]"
+            return base + (" Instagram 350.0.0.24.84 (iPhone15,2; iOS 18_0; en_US; en; scale=3.00; 1179x2556; "
+                           "640154364)")
+        return base + (" [FBAN/FBIOS;FBAV/483.0.0.48.102;FBBV/659349370;FBDV/iPhone15,2;FBMD/iPhone;FBSN/iOS;"
+                       "FBSV/18.0;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5]")
     base = phone_agent.replace("; K)", "; Pixel 8 Build/AP2A.240805.005; wv)").replace(
         "(KHTML, like Gecko) Chrome", "(KHTML, like Gecko) Version/4.0 Chrome")
     if kind is BrowserKind.INSTAGRAM_IN_APP:
-        return base + " Instagram 350.0.0.41.93 Android (34/14; 420dpi; 1080x2400; Google/google; Pixel 8; shiba; en_US; 640154364)"
+        return base + (" Instagram 350.0.0.41.93 Android (34/14; 420dpi; 1080x2400; Google/google; Pixel 8; shiba; "
+                       "en_US; 640154364)")
     return base + f" [FB_IAB/FB4A;FBAV/{rng.choice(('482', '483'))}.0.0.51.81;]"
 
 
@@ -318,7 +323,6 @@ class _Checkout:
     lines: list[tuple[tuple[str, str, str, str, float], int]]
     email: str | None = None
     phone: str | None = None
-    webhook_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -336,6 +340,7 @@ class VisitPlan:
     give_phone: bool = False
     purchase: bool = False
     ip: str | None = None
+    network: str = "home"
 
 
 class Store:
@@ -352,7 +357,7 @@ class Store:
         self.namespace = namespace or f"s{seed}"
         self.parameters = parameters
         # Ids and payload details come from their own stream, so that scripted journeys stay deterministic too.
-        self._rng = random.Random(f"{seed}/{self.namespace}/details")
+        self._rng = random.Random(f"{seed}/{self.namespace}/details")  # noqa: S311 - simulated data, not secrets
         self._persons: list[Person] = []
         self._browsers: dict[str, Browser] = {}
         self._jars: dict[str, _Jar] = {}
@@ -365,6 +370,7 @@ class Store:
         self._homes: dict[int, str] = {}
         self._offices: dict[int, str] = {}
         self._carrier_ips: list[str] = []
+        self._prefixes: set[str] = set()
         self._counter = 0
         self._last_visit = start - timedelta(days=365)
 
@@ -380,9 +386,11 @@ class Store:
     def add_person(
         self, *, known_to_klaviyo: bool = False, account: bool = False, phone: bool = False,
         household: int | None = None, office: int | None = None, first: str | None = None,
+        avoid_initial: str | None = None,
     ) -> Person:
         pid = len(self._persons)
-        first = first or FIRST_NAMES[self._rng.randrange(len(FIRST_NAMES))]
+        names = [n for n in FIRST_NAMES if n[0] != avoid_initial]
+        first = first or names[self._rng.randrange(len(names))]
         last = LAST_NAMES[self._rng.randrange(len(LAST_NAMES))]
         domain = EMAIL_DOMAINS[self._rng.randrange(len(EMAIL_DOMAINS))]
         offset = sum(map(ord, self.namespace)) * 37
@@ -393,7 +401,7 @@ class Store:
         person = Person(
             id=pid, email=f"{first}.{last}.{pid}{self.namespace}@{domain}", phone=number,
             account_id=str(7_000_000_000_000 + self._rng.randrange(10**12)) if account else None,
-            exchange_id=f"{self._token(26, '0123456789ABCDEFGHJKMNPQRSTVWXYZ')}.{self._token(6, 'abcdefghijkmnpqrstuvwxyz')}",
+            exchange_id=f"{self._token(26, ULID_ALPHABET)}.{self._token(6, 'abcdefghijkmnpqrstuvwxyz')}",
             known_to_klaviyo=known_to_klaviyo, household=pid if household is None else household, office=office,
         )
         self._persons.append(person)
@@ -405,18 +413,21 @@ class Store:
 
     def add_browser(
         self, kind: BrowserKind, users: Sequence[int], *, device: str | None = None, blocked: bool = False,
-        phone_agent: str | None = None,
+        phone: Browser | None = None,
     ) -> Browser:
+        """A browser (cookie jar); an in-app browser lives on `phone` and shares its screen and language."""
+        language = self._rng.choice(("en-US", "en-US", "en-US", "es-US", "en-GB"))
         if kind in IN_APP:
-            if phone_agent is None:
-                raise ValueError("an in-app browser lives on a phone: pass the phone's user agent")
-            agent, screen = _in_app_user_agent(kind, phone_agent, self._rng), (393, 852)
+            if phone is None:
+                raise ValueError("an in-app browser lives on a phone: pass the phone's own browser")
+            agent = _in_app_user_agent(kind, phone.user_agent, self._rng)
+            screen, language, device = phone.screen, phone.language, phone.device
         else:
             agent, screen = _user_agent(kind, self._rng)
         browser = Browser(
             client_id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)), kind=kind,
             device=device or f"p{users[0]}-{kind.value}", users=tuple(users), user_agent=agent, screen=screen,
-            language=self._rng.choice(("en-US", "en-US", "en-US", "es-US", "en-GB")), klaviyo_blocked=blocked,
+            language=language, klaviyo_blocked=blocked,
             consent_marketing=self._rng.random() < self.parameters.marketing_consent_share,
         )
         self._browsers[browser.client_id] = browser
@@ -434,20 +445,24 @@ class Store:
         jar.owner, jar.expires = person.id, identified_at + lifetime
         return True
 
+    def _new_address(self, first_octets: tuple[int, ...]) -> str:
+        """A public address in a /24 no other household or office uses."""
+        for _ in range(10_000):
+            first = first_octets[self._rng.randrange(len(first_octets))]
+            prefix = f"{first}.{self._rng.randrange(1, 255)}.{self._rng.randrange(256)}"
+            if prefix not in self._prefixes:
+                self._prefixes.add(prefix)
+                return f"{prefix}.{self._rng.randrange(2, 254)}"
+        raise RuntimeError("no free /24 left for a new network")
+
     def home_ip(self, household: int) -> str:
         if household not in self._homes:
-            taken = set(self._homes.values())
-            while True:
-                first = ISP_FIRST_OCTETS[self._rng.randrange(len(ISP_FIRST_OCTETS))]
-                ip = f"{first}.{self._rng.randrange(1, 255)}.{self._rng.randrange(256)}.{self._rng.randrange(2, 254)}"
-                if ip.rsplit(".", 1)[0] not in {t.rsplit(".", 1)[0] for t in taken}:
-                    break
-            self._homes[household] = ip
+            self._homes[household] = self._new_address(ISP_FIRST_OCTETS)
         return self._homes[household]
 
     def office_ip(self, office: int) -> str:
         if office not in self._offices:
-            self._offices[office] = f"198.{self._rng.randrange(18, 20)}.{self._rng.randrange(256)}.{self._rng.randrange(2, 254)}"
+            self._offices[office] = self._new_address(BUSINESS_FIRST_OCTETS)
         return self._offices[office]
 
     def carrier_ip(self, pool_size: int) -> str:
@@ -487,7 +502,8 @@ class Store:
         writer.write()
         session = Session(
             id=session_id, person=person.id, client_id=browser.client_id, browser=browser.kind, source=plan.source,
-            start=at, end=writer.cursor, ip=ip, events=tuple(writer.pixel_keys),
+            start=at, end=writer.cursor, ip=ip, network=plan.network if plan.ip else "home",
+            events=tuple(writer.pixel_keys),
         )
         self._sessions.append(session)
         return session
@@ -536,7 +552,7 @@ class _VisitWriter:
         if plan.collection:
             title = COLLECTIONS[self.rng.randrange(len(COLLECTIONS))]
             self._page(f"/collections/{title.lower().replace(' ', '-')}", title,
-                       [("collection_viewed", {"collection": {"id": str(400_000 + len(title)), "title": title}})])
+                       [("collection_viewed", {"collection": {"id": str(400_000 + len(title)), "title": title}})], "")
         for product in products:
             self._product_page(product, "")
         viewed = products[-1] if products else None
@@ -575,7 +591,7 @@ class _VisitWriter:
         if source is Source.SOCIAL:
             network = "ig" if self.browser.kind is BrowserKind.INSTAGRAM_IN_APP else "fb"
             return (f"?utm_source={network}&utm_medium=paid&utm_campaign=fall_sale"
-                    f"&fbclid=IwAR{self.store._token(40, 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789')}")
+                    f"&fbclid=IwAR{self.store._token(40, ALPHANUMERIC)}")
         return ""
 
     def _product_page(self, product: tuple[str, str, str, str, float], query: str) -> None:
@@ -585,7 +601,7 @@ class _VisitWriter:
     def _add_to_cart(self, product: tuple[str, str, str, str, float]) -> None:
         jar = self.jar
         if jar.cart_token is None:
-            jar.cart_token = self.store._token(26, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+            jar.cart_token = self.store._token(26, ALPHANUMERIC)
             jar.cart_key = self.store._token(32)
             jar.cart_lines = []
         quantity = 1 + (self.rng.random() < 0.2)
@@ -606,13 +622,14 @@ class _VisitWriter:
 
     def _start_checkout(self) -> _Checkout:
         jar = self.jar
-        assert jar.cart_token is not None and jar.cart_key is not None
+        assert jar.cart_token is not None
+        assert jar.cart_key is not None
         checkout = _Checkout(token=self.store._token(32), cart_token=jar.cart_token, cart_key=jar.cart_key,
                              lines=list(jar.cart_lines))
         if self.plan.logged_in:
             checkout.email, checkout.phone = self.person.email, self.person.phone
         self._checkout_event("checkout_started", checkout, f"/checkouts/cn/{checkout.cart_token}/information", "")
-        self._webhook("checkouts/create", self._checkout_resource(checkout), checkout)
+        self._webhook("checkouts/create", self._checkout_resource(checkout))
         return checkout
 
     def _contact(self, checkout: _Checkout) -> None:
@@ -623,7 +640,7 @@ class _VisitWriter:
                              f"/checkouts/cn/{checkout.cart_token}/information", "")
         self.store._known_since.setdefault(self.person.id, self.cursor)
         self._identify_klaviyo({"$email": self.person.email, "$exchange_id": self.person.exchange_id})
-        self._webhook("checkouts/update", self._checkout_resource(checkout), checkout)
+        self._webhook("checkouts/update", self._checkout_resource(checkout))
         for name, step in (("checkout_address_info_submitted", "shipping"),
                            ("checkout_shipping_info_submitted", "payment"), ("payment_info_submitted", "payment")):
             if self.rng.random() < 0.9:
@@ -646,7 +663,7 @@ class _VisitWriter:
                                "accept_language": self.browser.language},
         }
         del resource["token"]
-        self._webhook("orders/create", resource, checkout)
+        self._webhook("orders/create", resource)
         store._known_since.setdefault(person.id, self.cursor)
         self.jar.cart_token = self.jar.cart_key = None
         self.jar.cart_lines = []
@@ -744,7 +761,8 @@ class _VisitWriter:
             self.store._events[key] = TrueEvent(
                 key=key, source=PIXEL, source_event_id=event_id, name=name, person=self.person.id,
                 session=self.session, client_id=self.browser.client_id, at=at,
-                identifiers=self._pixel_identifiers(href, data, customer, klaviyo_person), klaviyo_person=klaviyo_person,
+                identifiers=self._pixel_identifiers(href, data, customer, klaviyo_person),
+                klaviyo_person=klaviyo_person,
             )
         self.pixel_keys += keys
         body = envelopes[0] if len(envelopes) == 1 else {"batch": envelopes}
@@ -798,14 +816,15 @@ class _VisitWriter:
             "subtotal_price": f"{total:.2f}", "total_price": f"{total + 6.0:.2f}",
             "line_items": [{"product_id": int(p[0]), "variant_id": int(p[1]), "title": p[2], "quantity": q,
                             "price": f"{p[4]:.2f}", "sku": p[3].upper()[:12]} for p, q in checkout.lines],
-            "abandoned_checkout_url": f"{self.origin}/checkouts/cn/{checkout.cart_token}/recover?key={checkout.cart_key}",
+            "abandoned_checkout_url": (f"{self.origin}/checkouts/cn/{checkout.cart_token}/recover"
+                                       f"?key={checkout.cart_key}"),
             "buyer_accepts_marketing": self.browser.consent_marketing,
         }
         if self.plan.logged_in:
             resource["customer"] = {"id": int(self.store._customer_ids[self.person.id]), "email": self.person.email}
         return resource
 
-    def _webhook(self, topic: str, resource: dict[str, Any], checkout: _Checkout) -> None:
+    def _webhook(self, topic: str, resource: dict[str, Any]) -> None:
         store = self.store
         webhook_id = f"{store.namespace}-wh-{store._next():07d}"
         triggered = self.cursor + timedelta(seconds=self.rng.uniform(1, 8))
@@ -836,7 +855,6 @@ class _VisitWriter:
             body=json.dumps(resource, separators=(",", ":")).encode(), topic=topic, webhook_id=webhook_id,
             triggered_at=triggered,
         ))
-        checkout.webhook_id = checkout.webhook_id or int(webhook_id.rsplit("-", 1)[-1])
 
 
 # -- the random store --------------------------------------------------------------------------------------------
@@ -878,7 +896,7 @@ def generate(
     shop: str = DEFAULT_SHOP, namespace: str | None = None, parameters: Parameters = DEFAULT_PARAMETERS,
 ) -> Simulation:
     """A store's traffic over `days` days from `visitors` shoppers; the same arguments give the same traffic."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - simulated traffic, not secrets
     p = parameters
     store = Store(shop=shop, start=start, days=days, seed=seed, namespace=namespace, parameters=p)
     offices = max(1, round(visitors * p.office_worker_share / max(p.shoppers_per_office, 1)))
@@ -888,18 +906,17 @@ def generate(
     paired_with: dict[int, int] = {}
     for pid in range(visitors):
         household = pid
-        first = None
+        avoid = None
         if pid > 0 and pid - 1 not in paired_with and rng.random() < p.household_pair_share:
             household = shoppers[pid - 1].person.household
             paired_with[pid - 1], paired_with[pid] = pid, pid - 1
             # Two people of one household are told apart by the masked email the admin API shows (first letter).
-            taken = shoppers[pid - 1].person.email[0]
-            first = rng.choice([n for n in FIRST_NAMES if n[0] != taken])
+            avoid = shoppers[pid - 1].person.email[0]
         person = store.add_person(
             known_to_klaviyo=rng.random() < p.known_to_klaviyo_share,
             account=rng.random() < p.customer_account_share, phone=rng.random() < p.phone_share,
             household=household, office=rng.randrange(offices) if rng.random() < p.office_worker_share else None,
-            first=first,
+            avoid_initial=avoid,
         )
         shoppers.append(_Shopper(person=person, main=[]))
         mobile_first = rng.random() < p.mobile_share
@@ -912,9 +929,9 @@ def generate(
                 blocked = rng.random() < p.mobile_blocker_share
             else:
                 draw = rng.random()
+                firefox = p.safari_share_of_desktop + p.firefox_share_of_desktop
                 kind = (BrowserKind.DESKTOP_SAFARI if draw < p.safari_share_of_desktop
-                        else BrowserKind.DESKTOP_FIREFOX if draw < p.safari_share_of_desktop + p.firefox_share_of_desktop
-                        else BrowserKind.DESKTOP_CHROME)
+                        else BrowserKind.DESKTOP_FIREFOX if draw < firefox else BrowserKind.DESKTOP_CHROME)
                 blocked = rng.random() < p.desktop_ad_blocker_share
             browser = store.add_browser(kind, [pid], blocked=blocked)
             shoppers[-1].main.append(browser)
@@ -953,12 +970,13 @@ def generate(
             if kind not in shopper.in_app:
                 assert shopper.phone is not None
                 shopper.in_app[kind] = store.add_browser(
-                    kind, [pid], device=shopper.phone.device, phone_agent=shopper.phone.user_agent)
+                    kind, [pid], phone=shopper.phone)
             browser = shopper.in_app[kind]
         elif not browser.mobile and rng.random() < p.desktop_social_share:
             source = Source.SOCIAL
-        ip = _visit_ip(store, rng, person, browser, at, p, carrier_pool)
-        logged_in = person.account_id is not None and browser.kind not in IN_APP and rng.random() < p.logged_in_visit_share
+        ip, network = _visit_ip(store, rng, person, browser, at, p, carrier_pool)
+        logged_in = (person.account_id is not None and browser.kind not in IN_APP
+                     and rng.random() < p.logged_in_visit_share)
         viewed = rng.random() < p.product_view_rate
         products = (1 + min(int(rng.expovariate(0.6)), 5)) if viewed else 0
         add = viewed and rng.random() < p.add_to_cart_rate
@@ -969,17 +987,19 @@ def generate(
             view_cart=add and rng.random() < p.cart_view_rate, checkout=checkout, contact=contact,
             give_phone=person.phone is not None,
             purchase=(contact or source is Source.RECOVERY) and rng.random() < p.purchase_rate, ip=ip,
+            network=network,
         )
         store.visit(person, browser, at, plan)
     return store.build()
 
 
 def _visit_ip(store: Store, rng: random.Random, person: Person, browser: Browser, at: datetime,
-              p: Parameters, carrier_pool: int) -> str:
+              p: Parameters, carrier_pool: int) -> tuple[str, str]:
+    home = store.home_ip(person.household), "home"
     if browser.kind is BrowserKind.TABLET_SAFARI:
-        return store.home_ip(person.household)
+        return home
     if browser.mobile:
-        return store.carrier_ip(carrier_pool) if rng.random() < p.cellular_share else store.home_ip(person.household)
+        return (store.carrier_ip(carrier_pool), "carrier") if rng.random() < p.cellular_share else home
     if person.office is not None and at.weekday() < 5 and 9 <= at.hour < 18 and rng.random() < p.office_visit_share:
-        return store.office_ip(person.office)
-    return store.home_ip(person.household)
+        return store.office_ip(person.office), "office"
+    return home
