@@ -91,14 +91,6 @@ def test_a_family_tablet_shared_by_two_logged_in_customers_never_mixes_them(serv
     assert report.merged_people == 0
 
 
-STALE_COOKIE = (
-    "resolver: Klaviyo's cookie email on a shared tablet counts as naming the person, so an email typed at checkout "
-    "under the previous user's cookie is refused when the phones clash, and joins the previous user's person when "
-    "no phone is given (docs/accuracy.md, failure 1)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=STALE_COOKIE)
 def test_an_email_typed_under_the_previous_users_klaviyo_cookie_goes_to_the_typist(service: Target) -> None:
     """Guests on a shared tablet: a checkout email typed under someone else's Klaviyo cookie names who typed it."""
     report = run_simulation(service, _tablet_store(logged_in=False))
@@ -109,7 +101,6 @@ def test_an_email_typed_under_the_previous_users_klaviyo_cookie_goes_to_the_typi
     assert report.wrong_person_causes.get("own_identity_overruled", 0) == 0, report.examples["wrong_person"]
 
 
-@pytest.mark.xfail(strict=True, reason=STALE_COOKIE)
 def test_a_guest_checkout_under_the_previous_users_klaviyo_cookie_never_merges_the_two(service: Target) -> None:
     """Without phones to clash, the typed email must still not join the cookie's person: no person holds both."""
     report = run_simulation(service, _tablet_store(logged_in=False, phones=False))

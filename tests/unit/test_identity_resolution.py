@@ -72,7 +72,7 @@ def test_order_webhook_ties_order_checkout_cart_and_customer() -> None:
 
 
 def test_shared_family_tablet_never_merges_two_people() -> None:
-    """Mom then Dad check out on one tablet: two persons; the tablet goes to Dad (most recent); a conflict is kept."""
+    """Mom then Dad check out on one tablet: two persons, a conflict kept; later anonymous visits belong to neither."""
     world = World()
     mom = world.see((T.CLIENT_ID, "tablet"), (T.EMAIL, "mom@family.test"))
     dad = world.see((T.CLIENT_ID, "tablet"), (T.EMAIL, "dad@family.test"), at=START + timedelta(days=1))
@@ -81,7 +81,29 @@ def test_shared_family_tablet_never_merges_two_people() -> None:
     assert world.person_of(T.CLIENT_ID, "tablet") == dad.person
     assert world.values(mom.person, T.EMAIL) == {"mom@family.test"}  # type: ignore[arg-type]
     later = world.see((T.CLIENT_ID, "tablet"), at=START + timedelta(days=2))
-    assert later.person == dad.person
+    assert later.person not in (mom.person, dad.person)
+    assert world.graph.entries[world.graph.key(SHOP, Identifier(type=T.CLIENT_ID, value="tablet"))].shared
+
+
+def test_the_previous_users_klaviyo_cookie_never_names_the_typist() -> None:
+    """Ben types his email under Ana's Klaviyo cookie: Ben's checkout is Ben's, and no person holds both emails."""
+    world = World()
+    ana = world.see((T.CLIENT_ID, "tablet"), (T.EMAIL, "ana@x.test"))
+    ben = world.see((T.CLIENT_ID, "tablet"), (T.EMAIL, "ben@x.test"), (T.KLAVIYO_KNOWN_EMAIL, "ana@x.test"),
+                    at=START + timedelta(days=1))
+    assert ben.person != ana.person
+    assert ben.identified
+    assert world.values(ben.person, T.EMAIL) == {"ben@x.test"}  # type: ignore[arg-type]
+    assert world.values(ana.person, T.EMAIL) == {"ana@x.test"}  # type: ignore[arg-type]
+
+
+def test_klaviyo_cookie_email_links_an_unknown_device_to_its_person() -> None:
+    """A new browser whose Klaviyo cookie names Ana (who bought before) is Ana's, as a hint, not a confirmation."""
+    world = World()
+    ana = world.see((T.CLIENT_ID, "laptop"), (T.EMAIL, "ana@x.test"))
+    phone = world.see((T.CLIENT_ID, "phone"), (T.KLAVIYO_KNOWN_EMAIL, "ana@x.test"), at=START + timedelta(days=1))
+    assert phone.person == ana.person
+    assert not phone.identified
 
 
 def test_a_second_customer_id_is_a_different_person() -> None:

@@ -44,15 +44,22 @@ class Resolution:
     blocked: int = 0
 
 
-def identity_identifiers(identifiers: Sequence[Identifier]) -> list[Identifier]:
-    """The identifiers that take part in stitching; Klaviyo's known email is an email the browser proved."""
+def identity_identifiers(identifiers: Sequence[Identifier]) -> tuple[list[Identifier], set[Identifier]]:
+    """The identifiers that take part in stitching, and which of them are hints.
+
+    Klaviyo's cookie email is matched as an email, but as a hint: it tells who used the browser before.
+    """
     usable: list[Identifier] = []
+    hints: set[Identifier] = set()
+    typed = {i for i in identifiers if i.type is not IdentifierType.KLAVIYO_KNOWN_EMAIL}
     for identifier in identifiers:
         if identifier.type is IdentifierType.KLAVIYO_KNOWN_EMAIL:
             identifier = Identifier(type=IdentifierType.EMAIL, value=identifier.value)
+            if identifier not in typed:
+                hints.add(identifier)
         if identifier not in usable:
             usable.append(identifier)
-    return usable
+    return usable, hints
 
 
 class IdentityResolver:
@@ -62,11 +69,11 @@ class IdentityResolver:
 
     def resolve(self, event: PendingEvent) -> Resolution:
         policy = self._policy_for(event.shop)
-        candidates = identity_identifiers(event.identifiers)
+        candidates, hints = identity_identifiers(event.identifiers)
         allowed = [i for i in candidates if not policy.is_blocked(i.type, i.value)]
         values = {self._graph.key(event.shop, i): i for i in allowed}
         known, persons = self._graph.neighbourhood(event.shop, list(values), event.occurred_at, policy)
-        observed = [Observed(type=i.type, key=k) for k, i in values.items()]
+        observed = [Observed(type=i.type, key=k, hint=i in hints) for k, i in values.items()]
         plan = plan_resolution(observed, known, persons, event.occurred_at, policy)
         context = LinkContext(
             event_id=event.id, shop=event.shop, observed_at=event.occurred_at, rule=f"{event.kind.value}"

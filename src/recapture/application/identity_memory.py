@@ -19,6 +19,7 @@ class _Entry:
     value: str
     person: int
     last_seen: datetime
+    shared: bool = False
 
 
 @dataclass(slots=True)
@@ -48,7 +49,7 @@ class InMemoryIdentityGraph:
         self, shop: str, keys: Sequence[Key], now: datetime, policy: IdentityPolicy
     ) -> tuple[dict[Key, Known], dict[int, PersonSummary]]:
         known = {
-            k: Known(type=e.type, key=k, person=e.person, last_seen=e.last_seen)
+            k: Known(type=e.type, key=k, person=e.person, last_seen=e.last_seen, shared=e.shared)
             for k in keys if (e := self.entries.get(k)) is not None
         }
         persons = {p: self._summary(p, now, policy) for p in {k.person for k in known.values()}}
@@ -82,6 +83,7 @@ class InMemoryIdentityGraph:
         for known in plan.move:
             self.entries[known.key].person = person
             self.entries[known.key].last_seen = context.observed_at
+            self.entries[known.key].shared = True
             self.evidence.append(("move", known.person, context))
         for known in plan.refresh:
             entry = self.entries[known.key]

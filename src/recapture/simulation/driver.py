@@ -288,12 +288,12 @@ class Driver:
         report = response.json()
         contacts = tuple(
             (str(item["type"]), str(item["value"])) for item in report.get("identifiers", [])
-            if item.get("type") in ("email", "phone")
+            if item.get("type") in ("email", "phone", "klaviyo_exchange_id")
         )
         attached = tuple(
             str(link["event"]) for link in report.get("evidence", [])
             if link.get("action") == "attach" and link.get("event")
-            and str(link.get("identifier") or "").split(":", 1)[0] in ("email", "phone")
+            and str(link.get("identifier") or "").split(":", 1)[0] in ("email", "phone", "klaviyo_exchange_id")
         )
         return PersonRecord(person=int(report.get("person", person)), contacts=contacts, attached_by=attached)
 

@@ -94,11 +94,13 @@ async def collect_shopify(request: Request, ctx: HttpContext) -> Response:
 
 
 def _count(ctx: HttpContext, results: list[ItemResult]) -> None:
+    # One counter update per distinct outcome, not one per item (a batch of 100 accepted events: one update).
     metrics = ctx.metrics
-    for result in results:
-        if result.status is ItemStatus.ACCEPTED:
-            metrics.stored.labels(SOURCE).inc()
-        elif result.status is ItemStatus.DUPLICATE:
-            metrics.duplicates.labels(SOURCE).inc()
+    tally = Tally((r.status, (r.error or "rejected") if r.status is ItemStatus.REJECTED else "") for r in results)
+    for (status, reason), count in tally.items():
+        if status is ItemStatus.ACCEPTED:
+            metrics.stored.labels(SOURCE).inc(count)
+        elif status is ItemStatus.DUPLICATE:
+            metrics.duplicates.labels(SOURCE).inc(count)
         else:
-            metrics.rejected.labels(SOURCE, result.error or "rejected").inc()
+            metrics.rejected.labels(SOURCE, reason).inc(count)

@@ -28,6 +28,8 @@ from recapture.domain.identity.resolver import Key, Known, Observed, PersonSumma
 from recapture.domain.masking import masked
 
 _DISTINCT = [t.value for t in DISTINCT_PERSON_TYPES]
+# What a destination can address a profile by (Klaviyo accepts its own exchange id `_kx`).
+REACHABLE_TYPES = (IdentifierType.EMAIL, IdentifierType.PHONE, IdentifierType.KLAVIYO_EXCHANGE_ID)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,12 +59,13 @@ class SqlIdentityGraph:
             return {}, {}
         with self._tx.begin() as conn:
             rows = conn.execute(
-                select(identifiers.c.type, identifiers.c.value_hash, identifiers.c.person_id, identifiers.c.last_seen)
+                select(identifiers.c.type, identifiers.c.value_hash, identifiers.c.person_id, identifiers.c.last_seen,
+                       identifiers.c.shared)
                 .where(identifiers.c.shop == shop, identifiers.c.value_hash.in_(list(keys)))
             ).all()
             known = {
                 r.value_hash: Known(type=IdentifierType(r.type), key=r.value_hash, person=r.person_id,
-                                    last_seen=r.last_seen)
+                                    last_seen=r.last_seen, shared=bool(r.shared))
                 for r in rows
             }
             person_ids = sorted({k.person for k in known.values()})
@@ -137,7 +140,7 @@ class SqlIdentityGraph:
     def _move(self, conn: Connection, person: int, known: Known, context: LinkContext) -> None:
         identifier_id = conn.execute(
             update(identifiers).where(identifiers.c.shop == context.shop, identifiers.c.value_hash == known.key)
-            .values(person_id=person, last_seen=context.observed_at).returning(identifiers.c.id)
+            .values(person_id=person, last_seen=context.observed_at, shared=1).returning(identifiers.c.id)
         ).scalar_one()
         conn.execute(update(persons).where(persons.c.id == known.person).values(size=persons.c.size - 1))
         conn.execute(update(persons).where(persons.c.id == person).values(size=persons.c.size + 1))
@@ -164,7 +167,7 @@ class SqlIdentityGraph:
                 shop=context.shop, type=identifier.type.value, value_hash=observed.key,
                 value=None if contact else identifier.value,
                 sealed_value=self._sealer.seal(identifier.value.encode()) if contact else None,
-                person_id=person, first_seen=context.observed_at, last_seen=context.observed_at,
+                person_id=person, first_seen=context.observed_at, last_seen=context.observed_at, shared=0,
             ).returning(identifiers.c.id)).scalar_one()
             conn.execute(update(persons).where(persons.c.id == person).values(size=persons.c.size + 1))
         else:
@@ -323,7 +326,7 @@ class SqlIdentityGraph:
             reachable = set(conn.execute(
                 select(identifiers.c.person_id).where(
                     identifiers.c.person_id.in_(people),
-                    identifiers.c.type.in_([IdentifierType.EMAIL.value, IdentifierType.PHONE.value]),
+                    identifiers.c.type.in_([t.value for t in REACHABLE_TYPES]),
                 )
             ).scalars()) if people else set()
             guessed = self._probable(conn, [p for p in people if p not in reachable])

@@ -155,6 +155,8 @@ identifiers = Table(
     Column("person_id", Id, nullable=False),
     Column("first_seen", Timestamp, nullable=False),
     Column("last_seen", Timestamp, nullable=False),
+    # 1 once seen with two different people (a shared device or cart): it no longer links anyone.
+    Column("shared", Integer, nullable=False, default=0),
     UniqueConstraint("shop", "value_hash", name="uq_identifiers_hash"),
 )
 Index("ix_identifiers_person", identifiers.c.person_id, identifiers.c.type)

@@ -24,6 +24,9 @@ class Observed:
 
     type: IdentifierType
     key: Key
+    # A hint (the email in Klaviyo's cookie) says who used this browser before, not who is using it now: it links
+    # a device to a person but never names the person of this event nor joins a second email to anyone.
+    hint: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +37,8 @@ class Known:
     key: Key
     person: int
     last_seen: datetime
+    # Seen with two different people (a family tablet, an office PC): it no longer tells who is there.
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,11 +99,12 @@ class _Group:
     counts: dict[IdentifierType, int]
     size: int
     identified_at: datetime | None
+    hints: frozenset[Key] = frozenset()
 
     @property
     def confirmed(self) -> bool:
-        """The event itself names this person (an email typed, a customer logged in)."""
-        return any(m.type in DISTINCT_PERSON_TYPES for m in self.members)
+        """The event itself names this person (an email typed, a customer logged in; not a cookie's memory)."""
+        return any(m.type in DISTINCT_PERSON_TYPES and m.key not in self.hints for m in self.members)
 
     @property
     def best_rank(self) -> int:
@@ -115,21 +121,26 @@ def _groups(
     now: datetime, policy: IdentityPolicy,
 ) -> list[_Group]:
     groups: dict[int, _Group] = {}
+    hints = frozenset(o.key for o in observed if o.hint)
+    # A browser's Klaviyo cookie is as shared as the browser: on a shared device it names nobody either.
+    on_shared_device = any((hit := known.get(o.key)) is not None and hit.shared for o in observed)
     for item in observed:
         hit = known.get(item.key)
+        if (hit is not None and hit.shared) or (item.hint and on_shared_device):
+            continue  # a shared device links nobody: the event is attributed by its other identifiers
         if hit is not None and _usable(hit, now, policy) and hit.person in persons:
             summary = persons[hit.person]
             group = groups.get(hit.person)
             if group is None:
                 group = groups[hit.person] = _Group(
                     hit.person, [], {t: set(v) for t, v in summary.distinct.items()},
-                    dict(summary.recent_counts), summary.size, summary.identified_at,
+                    dict(summary.recent_counts), summary.size, summary.identified_at, hints,
                 )
             group.members.append(hit)
         else:
-            fresh = groups.setdefault(_NEW, _Group(_NEW, [], {}, {}, 0, None))
+            fresh = groups.setdefault(_NEW, _Group(_NEW, [], {}, {}, 0, None, hints))
             fresh.members.append(item)
-            if item.type in DISTINCT_PERSON_TYPES:
+            if item.type in DISTINCT_PERSON_TYPES and not item.hint:
                 fresh.distinct.setdefault(item.type, set()).add(item.key)
     return sorted(groups.values(), key=_anchor_order(now))
 
@@ -194,7 +205,7 @@ def plan_resolution(
         else:
             _keep_apart(plan, anchor, other, refusal)
     refused = {o.key for o in plan.refused}
-    plan.identified = any(o.type in IDENTIFYING_TYPES and o.key not in refused for o in observed)
+    plan.identified = any(o.type in IDENTIFYING_TYPES and o.key not in refused and not o.hint for o in observed)
     if plan.person is None and plan.merges:
         # A person the graph already has survives; the event's new identifiers join it.
         plan.person = plan.merges.pop(0)
@@ -220,7 +231,7 @@ def _join_fresh(plan: Plan, anchor: _Group, fresh: _Group, policy: IdentityPolic
     A second email in the same event as one the anchor already holds is evidence of its own (an account email
     beside a checkout email) and joins, within the per-type limit.
     """
-    named_here = {m.type for m in anchor.members if m.type in DISTINCT_PERSON_TYPES}
+    named_here = {m.type for m in anchor.members if m.type in DISTINCT_PERSON_TYPES and m.key not in anchor.hints}
     if clash := tuple(t for t in _clashes(anchor, fresh) if t not in named_here):
         persons = (anchor.person,) if anchor.person != _NEW else ()
         plan.conflicts.append(Conflict(kind=ConflictKind.DISTINCT_PERSONS, persons=persons, types=clash))
@@ -233,8 +244,11 @@ def _join_fresh(plan: Plan, anchor: _Group, fresh: _Group, policy: IdentityPolic
 
 
 def _attach_fresh(plan: Plan, anchor: _Group, members: Sequence[Observed | Known], policy: IdentityPolicy) -> None:
-    for member in sorted(members, key=lambda m: RANK.get(m.type, len(RANK))):
+    for member in sorted(members, key=lambda m: (RANK.get(m.type, len(RANK)), m.key in anchor.hints)):
         observed = Observed(type=member.type, key=member.key)
+        if member.key in anchor.hints and anchor.distinct.get(member.type, set()) - {member.key}:
+            plan.refused.append(observed)  # the cookie remembers someone else: not this person's second email
+            continue
         count = anchor.counts.get(member.type, 0)
         if count + 1 > policy.limit(member.type):
             plan.refused.append(observed)

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("person_id", Id, nullable=False),
         sa.Column("first_seen", Timestamp, nullable=False),
         sa.Column("last_seen", Timestamp, nullable=False),
+        sa.Column("shared", sa.Integer(), nullable=False),
         sa.UniqueConstraint("shop", "value_hash", name="uq_identifiers_hash"),
     )
     op.create_index("ix_identifiers_person", "identifiers", ["person_id", "type"])
