@@ -52,7 +52,11 @@ def test_a_small_seeded_store_is_acknowledged_attributed_and_scored(service: Tar
     assert report.acknowledged == report.events
     assert report.missing == 0
     assert report.attributed == report.events
-    assert report.outcomes["unattributed"] == 0  # every event carries a clientId or a token
+    # Every event carries a clientId or a token, and is attributed, except anonymous visits on family tablets,
+    # which recapture deliberately attributes to nobody (a tablet's device id does not say who is there).
+    tablet_sessions = {s.id for s in simulation.sessions if s.browser is BrowserKind.TABLET_SAFARI}
+    tablet_events = sum(e.session in tablet_sessions for e in simulation.events.values())
+    assert report.outcomes["unattributed"] <= tablet_events
     _assert_consistent(report)
     assert report.sessions == len(simulation.sessions)
     assert report.klaviyo_sessions > 0

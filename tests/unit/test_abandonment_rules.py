@@ -83,7 +83,7 @@ def test_the_first_reason_not_to_send_wins(facts: Facts, outcome: Outcome) -> No
 
 def test_native_and_consent_suppressions() -> None:
     """Klaviyo's cookie or an email typed at Shopify's checkout leaves it to native flows; declined marketing stops it."""
-    cookie = Seen(EventKind.PRODUCT_VIEWED, identifiers=(Identifier(type=IdentifierType.KLAVIYO_EXCHANGE_ID, value="k"),))
+    cookie = Seen(EventKind.PRODUCT_VIEWED, identifiers=(Identifier(type=IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID, value="k"),))
     assert decide(session(cookie), FINE, AbandonmentPolicy()) is Outcome.NATIVE
     assert decide(session(cookie), FINE, AbandonmentPolicy(send_when_native=True)) is Outcome.SENT
     typed = Seen(EventKind.CHECKOUT_CONTACT_INFO_SUBMITTED, identifiers=(Identifier(type=IdentifierType.EMAIL, value="a@b.com"),))

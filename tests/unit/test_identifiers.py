@@ -300,7 +300,7 @@ def test_klaviyo_cookie_identifiers_reads_exchange_id_and_known_email() -> None:
     """`$exchange_id` becomes the Klaviyo exchange id and `$email` the Klaviyo-known email, normalized."""
     raw = klaviyo_cookie(**{"$exchange_id": "01ABC.xyz", "$email": " Known@Example.com "})
     assert klaviyo_cookie_identifiers(raw) == [
-        Identifier(type=IdentifierType.KLAVIYO_EXCHANGE_ID, value="01ABC.xyz"),
+        Identifier(type=IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID, value="01ABC.xyz"),
         Identifier(type=IdentifierType.KLAVIYO_KNOWN_EMAIL, value="known@example.com"),
     ]
 
@@ -331,7 +331,7 @@ def test_klaviyo_exchange_id_round_trips_through_the_cookie(exchange_id: str) ->
     if is_placeholder(exchange_id):
         assert found == []
     else:
-        assert found == [Identifier(type=IdentifierType.KLAVIYO_EXCHANGE_ID, value=exchange_id.strip())]
+        assert found == [Identifier(type=IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID, value=exchange_id.strip())]
 
 
 # --- dedupe / contact -----------------------------------------------------------------------------------------------

@@ -520,10 +520,11 @@ def test_same_email_in_customer_and_checkout_appears_once() -> None:
 
 
 def test_klaviyo_cookie_gives_exchange_id_and_known_email() -> None:
-    """The `__kla_id` cookie gives `$exchange_id` and `$email` (as klaviyo_known_email)."""
+    """The `__kla_id` cookie gives `$exchange_id` and `$email`, both marked as what Klaviyo's cookie remembers."""
     cookie = klaviyo_cookie(cid="abc", **{"$exchange_id": "01HXYZ.abc", "$email": "Known@Example.com"})
     event = normalize(pixel_event("page_viewed", data={}), cookies={"__kla_id": cookie})
-    assert event.identifier(IdentifierType.KLAVIYO_EXCHANGE_ID) == "01HXYZ.abc"
+    assert event.identifier(IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID) == "01HXYZ.abc"
+    assert event.identifier(IdentifierType.KLAVIYO_EXCHANGE_ID) is None
     assert event.identifier(IdentifierType.KLAVIYO_KNOWN_EMAIL) == "known@example.com"
     assert event.identifier(IdentifierType.EMAIL) is None
 
@@ -535,13 +536,12 @@ def test_kx_in_landing_url_gives_exchange_id() -> None:
     assert event.attribution.click_ids == {"_kx": "kx.FROMURL"}
 
 
-def test_same_exchange_id_in_cookie_and_url_appears_once() -> None:
-    """The same exchange id from cookie and `_kx` is one identifier; a different one is a second."""
-    cookie = klaviyo_cookie(**{"$exchange_id": "kx.SAME"})
-    same = normalize(pixel_event("page_viewed", href=f"{PRODUCT_URL}?_kx=kx.SAME", data={}), cookies={"__kla_id": cookie})
-    assert [i.value for i in same.identifiers if i.type is IdentifierType.KLAVIYO_EXCHANGE_ID] == ["kx.SAME"]
-    other = normalize(pixel_event("page_viewed", href=f"{PRODUCT_URL}?_kx=kx.NEW", data={}), cookies={"__kla_id": cookie})
-    assert [i.value for i in other.identifiers if i.type is IdentifierType.KLAVIYO_EXCHANGE_ID] == ["kx.SAME", "kx.NEW"]
+def test_exchange_id_from_the_url_and_from_the_cookie_stay_apart() -> None:
+    """`_kx` on the link says who clicked now; the cookie's exchange id says whom the browser knew before."""
+    cookie = klaviyo_cookie(**{"$exchange_id": "kx.OLD"})
+    event = normalize(pixel_event("page_viewed", href=f"{PRODUCT_URL}?_kx=kx.NEW", data={}), cookies={"__kla_id": cookie})
+    assert event.identifier(IdentifierType.KLAVIYO_EXCHANGE_ID) == "kx.NEW"
+    assert event.identifier(IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID) == "kx.OLD"
 
 
 def test_garbage_klaviyo_cookie_is_ignored() -> None:

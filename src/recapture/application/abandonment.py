@@ -108,7 +108,9 @@ class AbandonmentService:
             device_key = self._profiles.key(event.shop, client)
             current = self._store.open_session(event.shop, device_key, event.occurred_at - self._inactivity)
             state = observe(current.state, event) if current else start_session(event)
-            self._store.save_session(current.id if current else None, event.shop, device_key, person, state,
+            # An event with no person (a shared tablet's anonymous page) keeps the person the session already had.
+            owner = person if person is not None else (current.person_id if current else None)
+            self._store.save_session(current.id if current else None, event.shop, device_key, owner, state,
                                      config.policy.due_at(state))
         if person is not None and event.profile is not None:
             self._update_profile(event, person, event.profile, config)

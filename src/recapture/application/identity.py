@@ -10,6 +10,7 @@ from typing import Protocol
 from recapture.application.ports import PendingEvent
 from recapture.domain.events import Identifier, IdentifierType
 from recapture.domain.identity.policy import IdentityPolicy
+from recapture.domain.identity.probabilistic import is_tablet
 from recapture.domain.identity.resolver import Conflict, Key, Known, Observed, PersonSummary, Plan, plan_resolution
 
 
@@ -44,18 +45,29 @@ class Resolution:
     blocked: int = 0
 
 
-def identity_identifiers(identifiers: Sequence[Identifier]) -> tuple[list[Identifier], set[Identifier]]:
+# Klaviyo's cookie remembers who used the browser before: matched as what it names, but only as a hint.
+COOKIE_HINTS = {
+    IdentifierType.KLAVIYO_KNOWN_EMAIL: IdentifierType.EMAIL,
+    IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID: IdentifierType.KLAVIYO_EXCHANGE_ID,
+}
+
+
+def identity_identifiers(
+    identifiers: Sequence[Identifier], shared_device: bool = False
+) -> tuple[list[Identifier], set[Identifier]]:
     """The identifiers that take part in stitching, and which of them are hints.
 
-    Klaviyo's cookie email is matched as an email, but as a hint: it tells who used the browser before.
+    On a device of a shared kind (a tablet) neither the device id nor its cookie says who is there: both are left out.
     """
     usable: list[Identifier] = []
     hints: set[Identifier] = set()
-    typed = {i for i in identifiers if i.type is not IdentifierType.KLAVIYO_KNOWN_EMAIL}
+    direct = {i for i in identifiers if i.type not in COOKIE_HINTS}
     for identifier in identifiers:
-        if identifier.type is IdentifierType.KLAVIYO_KNOWN_EMAIL:
-            identifier = Identifier(type=IdentifierType.EMAIL, value=identifier.value)
-            if identifier not in typed:
+        if shared_device and (identifier.type in COOKIE_HINTS or identifier.type is IdentifierType.CLIENT_ID):
+            continue
+        if identifier.type in COOKIE_HINTS:
+            identifier = Identifier(type=COOKIE_HINTS[identifier.type], value=identifier.value)
+            if identifier not in direct:
                 hints.add(identifier)
         if identifier not in usable:
             usable.append(identifier)
@@ -69,7 +81,8 @@ class IdentityResolver:
 
     def resolve(self, event: PendingEvent) -> Resolution:
         policy = self._policy_for(event.shop)
-        candidates, hints = identity_identifiers(event.identifiers)
+        shared_kind = policy.tablets_are_shared and event.device is not None and is_tablet(event.device.user_agent)
+        candidates, hints = identity_identifiers(event.identifiers, shared_kind)
         allowed = [i for i in candidates if not policy.is_blocked(i.type, i.value)]
         values = {self._graph.key(event.shop, i): i for i in allowed}
         known, persons = self._graph.neighbourhood(event.shop, list(values), event.occurred_at, policy)
@@ -78,7 +91,8 @@ class IdentityResolver:
         context = LinkContext(
             event_id=event.id, shop=event.shop, observed_at=event.occurred_at, rule=f"{event.kind.value}"
         )
-        person = self._graph.apply(plan, values, context) if values else None
+        changes = plan.person is not None or plan.attach or plan.merges or plan.move
+        person = self._graph.apply(plan, values, context) if values and changes else None
         return Resolution(
             person=person, identified=plan.identified, conflicts=tuple(plan.conflicts),
             blocked=len(candidates) - len(allowed),

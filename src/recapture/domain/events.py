@@ -55,6 +55,8 @@ class IdentifierType(StrEnum):
     CART_TOKEN = "cart_token"  # noqa: S105 - an identifier type name, not a secret
     ORDER_ID = "order_id"
     KLAVIYO_EXCHANGE_ID = "klaviyo_exchange_id"
+    # The exchange id in Klaviyo's cookie: Klaviyo's script identified this browser (someone, some time ago).
+    KLAVIYO_COOKIE_EXCHANGE_ID = "klaviyo_cookie_exchange_id"
     # The email Klaviyo's own cookie says it already knows: proof that Klaviyo identified this browser.
     KLAVIYO_KNOWN_EMAIL = "klaviyo_known_email"
     ANONYMOUS_ID = "anonymous_id"

@@ -113,7 +113,7 @@ def klaviyo_cookie_identifiers(raw: str | None) -> list[Identifier]:
     found: list[Identifier] = []
     exchange_id = clean_token(cookie.get("$exchange_id"))
     if exchange_id and isinstance(cookie.get("$exchange_id"), str):
-        found.append(Identifier(type=IdentifierType.KLAVIYO_EXCHANGE_ID, value=exchange_id))
+        found.append(Identifier(type=IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID, value=exchange_id))
     known_email = normalize_email(cookie.get("$email"))
     if known_email:
         found.append(Identifier(type=IdentifierType.KLAVIYO_KNOWN_EMAIL, value=known_email))

@@ -94,7 +94,7 @@ def observe(state: SessionState, event: SessionEvent) -> SessionState:
         stage=stage,
         events=state.events + 1,
         klaviyo_identified=state.klaviyo_identified
-        or bool(types & {IdentifierType.KLAVIYO_EXCHANGE_ID, IdentifierType.KLAVIYO_KNOWN_EMAIL}),
+        or bool(types & {IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID, IdentifierType.KLAVIYO_KNOWN_EMAIL}),
         shopify_knows_checkout=state.shopify_knows_checkout
         or (STAGE_OF.get(event.kind) is Stage.CHECKOUT and bool(types & _SHOPIFY_KNOWS)),
         marketing_consent=consent if consent is not None else state.marketing_consent,

@@ -87,6 +87,15 @@ def _user_agent(user_agent: str) -> tuple[str | None, str | None, str | None, st
     )
 
 
+def is_tablet(user_agent: str | None) -> bool:
+    """iPads, Android tablets (an Android browser that does not say Mobile) and anything calling itself a tablet."""
+    if not user_agent:
+        return False
+    family = (_user_agent(user_agent)[4] or "").lower()
+    android_tablet = "android" in user_agent.lower() and "mobile" not in user_agent.lower()
+    return "ipad" in family or "tablet" in family or android_tablet or "tablet" in user_agent.lower()
+
+
 def signature(
     ip: str | None, user_agent: str | None, language: str | None, screen: str | None, timezone: str | None
 ) -> DeviceSignature:
