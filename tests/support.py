@@ -7,8 +7,13 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 SHOP = "demo-store.myshopify.com"
 WEBHOOK_SECRET = "shpss_test_secret"
@@ -19,6 +24,22 @@ SECRET_KEY = "0123456789abcdef0123456789abcdef"
 SHARED = Path(os.environ.get("RECAPTURE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 WEBHOOK_FIXTURES = SHARED / "contracts" / "shopify" / "webhooks"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen[bytes] | None = None,
+               seconds: float = 60) -> None:
+    """Poll (bounded) until `condition` holds; a dead `process` or an answerless server fails fast or retries."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process exited with {process.returncode}")
+        try:
+            if condition():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("condition not met in time")
 
 
 def fixture_bytes(name: str) -> bytes:

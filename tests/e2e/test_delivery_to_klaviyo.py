@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from tests.support import (
     envelope,
     pixel_event,
     variant,
+    wait_until,
 )
 
 START = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
@@ -67,7 +68,7 @@ class Service:
         with self.log.open("a") as out:
             self.process = subprocess.Popen([recapture, "serve", "--port", str(self.port)], env=self.env,
                                             stdout=out, stderr=subprocess.STDOUT)
-        wait(lambda: httpx.get(self.url + "/readyz").status_code == 200, self.process)
+        wait_until(lambda: httpx.get(self.url + "/readyz").status_code == 200, self.process)
 
     def kill(self) -> None:
         assert self.process is not None
@@ -93,20 +94,6 @@ class Service:
     def settled(self) -> bool:
         queues = self.status()["queues"]
         return all(q["depth"] == 0 for q in queues.values())
-
-
-def wait(condition: Callable[[], bool], process: subprocess.Popen[bytes] | None = None, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"recapture serve exited with {process.returncode}")
-        try:
-            if condition():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError("condition not met in time")
 
 
 @pytest.fixture
@@ -138,10 +125,10 @@ def test_cart_abandonment_reaches_klaviyo_once_for_the_right_profile(service: Se
     klaviyo = fake[0]
     service.clock(START)
     service.collect(shopper(1))
-    wait(service.settled)
+    wait_until(service.settled)
     assert klaviyo.stats()["events"] == 0
     service.clock(START + timedelta(minutes=61))
-    wait(lambda: klaviyo.stats()["events"] == 1 and service.settled())
+    wait_until(lambda: klaviyo.stats()["events"] == 1 and service.settled())
     [event] = httpx.get(fake[1] + "/_fake/events").json()
     text = json.dumps(event)
     assert "Cart Abandoned - Recaptured" in text
@@ -156,14 +143,14 @@ def test_sigkill_while_delivering_loses_and_duplicates_nothing(service: Service,
     klaviyo = fake[0]
     service.clock(START)
     service.collect([item for n in range(60) for item in shopper(n)])
-    wait(service.settled)
+    wait_until(service.settled)
     service.clock(START + timedelta(minutes=61))
-    wait(lambda: klaviyo.stats()["events"] >= 10, seconds=90)
+    wait_until(lambda: klaviyo.stats()["events"] >= 10, seconds=90)
     service.kill()
     delivered_before = klaviyo.stats()["events"]
     assert delivered_before < 60, "the backlog finished before the kill; the test proves nothing"
     service.start()
-    wait(lambda: klaviyo.stats()["events"] == 60 and service.settled(), seconds=120)
+    wait_until(lambda: klaviyo.stats()["events"] == 60 and service.settled(), seconds=120)
     time.sleep(0.5)
     stats = klaviyo.stats()
     assert stats["events"] == 60

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.support import (
     checkout,
     envelope,
     pixel_event,
+    wait_until,
     webhook_headers,
 )
 
@@ -41,26 +41,12 @@ def served(database_url: str, tmp_path: Path) -> Iterator[str]:
     process = subprocess.Popen([recapture, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: httpx.get(url + "/readyz").status_code == 200, process)
+        wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, process)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
         log.close()
-
-
-def _wait(condition, process: subprocess.Popen | None = None, seconds: float = 20) -> None:  # type: ignore[no-untyped-def,type-arg]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"recapture serve exited with {process.returncode}")
-        try:
-            if condition():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError("condition not met in time")
 
 
 def _status(url: str) -> dict:  # type: ignore[type-arg]
@@ -82,7 +68,7 @@ def test_events_flow_in_and_the_worker_drains_the_queue(served: str) -> None:
                         "total_price": "55.00", "currency": "USD", "line_items": []}).encode()
     assert httpx.post(served + "/webhooks/shopify", content=order,
                       headers=webhook_headers(order, "orders/create", "wh-e2e")).status_code == 200
-    _wait(lambda: _status(served)["queues"]["processing"]["depth"] == 0)
+    wait_until(lambda: _status(served)["queues"]["processing"]["depth"] == 0)
     status = _status(served)
     assert status["events"]["stored"] == 4
     assert status["events"]["processed"] == 4
@@ -96,4 +82,5 @@ def test_customer_redact_through_http_erases_the_customer(served: str) -> None:
     redact = json.dumps({"shop_id": 1, "shop_domain": SHOP, "customer": {"id": 5, "email": "erase.me@example.com"}}).encode()
     assert httpx.post(served + "/webhooks/shopify", content=redact,
                       headers=webhook_headers(redact, "customers/redact", "wh-redact-e2e")).status_code == 200
-    _wait(lambda: _status(served)["queues"]["processing"]["depth"] == 0 and _status(served)["events"]["stored"] == 1)
+    wait_until(lambda: _status(served)["queues"]["processing"]["depth"] == 0
+               and _status(served)["events"]["stored"] == 1)

@@ -29,16 +29,20 @@ def _attributions(server: LiveServer) -> dict[str, dict[str, Any]]:
     return {r["source_event_id"]: r for r in rows}
 
 
-def _journey(make_settings: Callable[..., Settings], office_devices: int = 0, **overrides: Any) -> dict[str, Any]:
+def _journey(make_settings: Callable[..., Settings], neighbours: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Mia buys in Instagram's browser at home, then her phone's Safari visits anonymously from the same network.
+
+    `neighbours` other devices on the same /24 the same day make it a shared network (carrier NAT, an office).
+    """
     settings = make_settings(trusted_proxies="127.0.0.1/32", **overrides)
     runtime = build_runtime(settings)
     with LiveServer(settings, runtime, worker=False) as server:
         bought = envelope(pixel_event(name="checkout_started", event_id="ig-checkout", client_id="instagram",
                                       data={"checkout": checkout(email="mia@example.com")}))
         _send(server, bought, "198.51.100.20", INSTAGRAM)
-        for n in range(office_devices):
-            _send(server, envelope(pixel_event(event_id=f"office-{n}", client_id=f"coworker-{n}")),
-                  "198.51.100.40", SAFARI)
+        for n in range(neighbours):
+            _send(server, envelope(pixel_event(event_id=f"nat-{n}", client_id=f"stranger-{n}")),
+                  "198.51.100.77", SAFARI)
         runtime.processor.run_once()
         _send(server, envelope(pixel_event(event_id="safari-view", client_id="safari",
                                            timestamp="2026-10-05T09:59:50Z")), "198.51.100.20", SAFARI)
@@ -64,26 +68,8 @@ def test_in_app_browser_handing_over_to_safari_is_guessed_when_enabled(make_sett
 
 def test_shared_networks_are_never_used_for_guessing(make_settings) -> None:  # type: ignore[no-untyped-def]
     """An office or carrier NAT prefix with many devices that day yields no guess."""
-    crowded = _journey_on_crowded_network(make_settings)
+    crowded = _journey(make_settings, neighbours=8, probabilistic_matching=True)
     assert crowded["safari-view"]["probable_person"] is None
-
-
-def _journey_on_crowded_network(make_settings: Callable[..., Settings]) -> dict[str, Any]:
-    settings = make_settings(trusted_proxies="127.0.0.1/32", probabilistic_matching=True)
-    runtime = build_runtime(settings)
-    with LiveServer(settings, runtime, worker=False) as server:
-        _send(server, envelope(pixel_event(name="checkout_started", event_id="ig-checkout", client_id="instagram",
-                                           data={"checkout": checkout(email="mia@example.com")})),
-              "203.0.113.9", INSTAGRAM)
-        for n in range(8):
-            _send(server, envelope(pixel_event(event_id=f"nat-{n}", client_id=f"stranger-{n}")), "203.0.113.77", SAFARI)
-        runtime.processor.run_once()
-        _send(server, envelope(pixel_event(event_id="safari-view", client_id="safari",
-                                           timestamp="2026-10-05T09:59:50Z")), "203.0.113.9", SAFARI)
-        runtime.processor.run_once()
-        found = _attributions(server)
-    runtime.engine.dispose()
-    return found
 
 
 def test_erasure_removes_device_sightings_too(make_settings) -> None:  # type: ignore[no-untyped-def]
