@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from recapture.adapters.destinations.fake_klaviyo import FakeKlaviyo, FakeKlaviyoServer, KlaviyoSpec
+from recapture.adapters.destinations.fake_klaviyo import FakeKlaviyo, FakeKlaviyoServer, Fault, KlaviyoSpec
 from tests.conftest import free_port
 from tests.support import (
     ADMIN_TOKEN,
@@ -138,22 +138,30 @@ def test_cart_abandonment_reaches_klaviyo_once_for_the_right_profile(service: Se
     assert service.status()["destinations"]["klaviyo"]["health"] == "green"
 
 
+BACKLOG = 250
+
+
 def test_sigkill_while_delivering_loses_and_duplicates_nothing(service: Service, fake: tuple[FakeKlaviyo, str]) -> None:
-    """Kill -9 in the middle of a backlog of 60 abandonments; after a restart Klaviyo holds exactly 60 events."""
+    """Kill -9 while a bulk request of a 250-abandonment backlog is in flight; after a restart Klaviyo holds 250."""
     klaviyo = fake[0]
     service.clock(START)
-    service.collect([item for n in range(60) for item in shopper(n)])
-    wait_until(service.settled)
+    journeys = [item for n in range(BACKLOG) for item in shopper(n)]
+    for start in range(0, len(journeys), 100):  # 500 KB per request
+        service.collect(journeys[start : start + 100])
+    wait_until(service.settled, seconds=120)
+    # The first bulk request answers at once, the next ones only after 3 s: the kill lands inside the second.
+    klaviyo.inject(Fault(kind="slow", delay=0.0, operation="bulk_create_events"),
+                   *[Fault(kind="slow", delay=3.0, operation="bulk_create_events")] * 2)
     service.clock(START + timedelta(minutes=61))
-    wait_until(lambda: klaviyo.stats()["events"] >= 10, seconds=90)
+    wait_until(lambda: klaviyo.stats()["events"] >= 100, seconds=90)
+    time.sleep(0.5)
     service.kill()
     delivered_before = klaviyo.stats()["events"]
-    assert delivered_before < 60, "the backlog finished before the kill; the test proves nothing"
+    assert delivered_before < BACKLOG, "the backlog finished before the kill; the test proves nothing"
     service.start()
-    wait_until(lambda: klaviyo.stats()["events"] == 60 and service.settled(), seconds=120)
-    time.sleep(0.5)
-    stats = klaviyo.stats()
-    assert stats["events"] == 60
+    wait_until(lambda: klaviyo.stats()["events"] == BACKLOG and service.settled(), seconds=120)
+    time.sleep(4)  # a request the killed process left in flight lands late: it must not add a duplicate
+    assert klaviyo.stats()["events"] == BACKLOG
     events = httpx.get(fake[1] + "/_fake/events").json()
-    emails = sorted(json.dumps(e).split("shopper")[1].split("@")[0] for e in events)
-    assert emails == sorted(str(n) for n in range(60))
+    shoppers = sorted(int(json.dumps(e).split("shopper")[1].split("@")[0]) for e in events)
+    assert shoppers == list(range(BACKLOG))

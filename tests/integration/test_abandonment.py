@@ -299,3 +299,42 @@ def test_names_typed_at_checkout_update_the_profile_and_opt_in_subscribes(make_s
     assert {(p.email, p.first_name, p.last_name, p.city) for p in shop.destination.profiles} == {
         ("buyer1@example.com", "Ann", "Lee", "Oslo"), ("buyer2@example.com", "Ann", "Lee", "Oslo")}
     assert shop.destination.subscriptions == [("LIST1", "buyer1@example.com")]
+
+
+class BulkRecordingDestination(RecordingDestination):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bulk_sizes: list[int] = []
+        self.bulk_failures: list[Exception] = []
+
+    def send_events(self, events: Sequence[DeliveryEvent]) -> None:
+        if self.bulk_failures:
+            raise self.bulk_failures.pop(0)
+        self.bulk_sizes.append(len(events))
+        self.sent.extend(events)
+
+
+def test_a_backlog_goes_in_bulk_and_a_bad_bulk_falls_back_to_single_sends(shop: Store) -> None:
+    """30 due abandonments: one bulk request; a refused bulk is retried event by event so only the bad one dies."""
+    bulk = BulkRecordingDestination()
+    shop.worker = DeliveryWorker(shop.runtime.outbox, {(SHOP, "webhook"): bulk}, shop.runtime.clock)
+    shop.destination = bulk
+    for n in range(30):
+        known_shopper(shop, device=f"d{n}", email=f"s{n}@example.com")
+    bulk.sent.clear()
+    bulk.bulk_sizes.clear()
+    for n in range(30):
+        shop.send(add_to_cart(f"a{n}", device=f"d{n}"))
+    shop.advance(61)
+    assert bulk.bulk_sizes == [30]
+    assert len({e.profile.email for e in bulk.sent}) == 30
+    for n in range(30, 55):
+        known_shopper(shop, device=f"d{n}", email=f"s{n}@example.com")
+    bulk.sent.clear()
+    bulk.bulk_failures = [TerminalDeliveryError(400, "one event is invalid")]
+    bulk.failures = [TerminalDeliveryError(400, "this one is invalid")]
+    for n in range(30, 55):
+        shop.send(add_to_cart(f"b{n}", device=f"d{n}"))
+    shop.advance(61)
+    assert len(bulk.sent) == 24
+    assert shop.runtime.outbox.delivery_health(shop.runtime.clock.now())["webhook"]["dead"] == 1
