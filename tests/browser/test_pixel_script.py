@@ -101,7 +101,7 @@ def test_klaviyo_cookie_and_logged_in_customer_become_identifiers(
     for event, raw in collector.by_pixel_id().values():
         assert raw["cookies"] == {"__kla_id": cookie}
         found = identifiers_of(event)
-        assert found[IdentifierType.KLAVIYO_EXCHANGE_ID] == {"01HZX4exchangeAbc.KlAvIyO"}
+        assert found[IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID] == {"01HZX4exchangeAbc.KlAvIyO"}
         assert found[IdentifierType.KLAVIYO_KNOWN_EMAIL] == {"known@example.com"}
         assert found[IdentifierType.SHOPIFY_CUSTOMER_ID] == {"8123456789"}
         assert found[IdentifierType.EMAIL] == {"returning.shopper@example.com"}
@@ -127,7 +127,7 @@ def test_checkout_contact_details_are_normalized(open_storefront: OpenStorefront
     assert found[IdentifierType.PHONE] == {"+14155552671"}
     assert found[IdentifierType.CHECKOUT_TOKEN] == {token}
     assert IdentifierType.SHOPIFY_CUSTOMER_ID not in found
-    assert IdentifierType.KLAVIYO_EXCHANGE_ID not in found
+    assert IdentifierType.KLAVIYO_COOKIE_EXCHANGE_ID not in found
 
 
 def test_burst_is_batched_into_fewer_keepalive_requests(
