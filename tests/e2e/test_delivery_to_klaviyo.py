@@ -63,10 +63,10 @@ class Service:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *arguments: str) -> None:
         recapture = str(Path(sys.executable).with_name("recapture"))
         with self.log.open("a") as out:
-            self.process = subprocess.Popen([recapture, "serve", "--port", str(self.port)], env=self.env,
+            self.process = subprocess.Popen([recapture, "serve", "--port", str(self.port), *arguments], env=self.env,
                                             stdout=out, stderr=subprocess.STDOUT)
         wait_until(lambda: httpx.get(self.url + "/readyz").status_code == 200, self.process)
 
@@ -165,3 +165,22 @@ def test_sigkill_while_delivering_loses_and_duplicates_nothing(service: Service,
     events = httpx.get(fake[1] + "/_fake/events").json()
     shoppers = sorted(int(json.dumps(e).split("shopper")[1].split("@")[0]) for e in events)
     assert shoppers == list(range(BACKLOG))
+
+
+def test_collector_and_worker_in_two_processes(database_url: str, fake: tuple[FakeKlaviyo, str], tmp_path: Path) -> None:
+    """`serve --no-workers` beside `recapture worker`: the worker follows the manual clock and delivers."""
+    service = Service(database_url, fake[1], tmp_path / "serve.log")
+    service.start("--no-workers")
+    worker = subprocess.Popen([str(Path(sys.executable).with_name("recapture")), "worker"], env=service.env,
+                              stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        service.clock(START)
+        service.collect(shopper(7))
+        wait_until(service.settled, worker)
+        service.clock(START + timedelta(minutes=61))
+        wait_until(lambda: fake[0].stats()["events"] == 1, worker)
+        assert "shopper7@example.com" in json.dumps(httpx.get(fake[1] + "/_fake/events").json())
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.wait(timeout=20)
+        service.stop()

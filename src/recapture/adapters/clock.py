@@ -34,14 +34,21 @@ class ManualClock:
 
     mode = "manual"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, follow: bool = False) -> None:
         self._engine = engine
         self._lock = threading.Lock()
-        with engine.connect() as conn:
+        # A worker in another process than the one that serves /admin/clock reads the time each time it asks.
+        self._follow = follow
+        self._now: datetime | None = self._stored()
+
+    def _stored(self) -> datetime | None:
+        with self._engine.connect() as conn:
             stored = conn.execute(select(service_state.c.value).where(service_state.c.key == _CLOCK_KEY)).scalar()
-        self._now: datetime | None = datetime.fromisoformat(stored) if stored else None
+        return datetime.fromisoformat(stored) if stored else None
 
     def now(self) -> datetime:
+        if self._follow:
+            self._now = self._stored() or self._now
         return self._now or datetime.now(UTC)
 
     def set(self, when: datetime) -> datetime:

@@ -35,13 +35,15 @@ def _settings() -> Settings:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[bool, typer.Option(help="Run the processing worker in this process.")] = True,
+    workers: Annotated[
+        bool, typer.Option(help="Run the processing and delivery workers in this process (else: `recapture worker`).")
+    ] = True,
 ) -> None:
     """Run the collector HTTP service (SQLite ./recapture.db unless RECAPTURE_DATABASE_URL says otherwise)."""
     import uvicorn
 
     from recapture.adapters.observability.logging import configure_logging
-    from recapture.wiring import ConfigurationError, build_web_app
+    from recapture.wiring import ConfigurationError, build_web_app, tune_garbage_collector
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -52,7 +54,26 @@ def serve(
         raise typer.Exit(2) from error
     shops = ", ".join(s.domain for s in settings.all_shops()) or "none (set RECAPTURE_SHOP_DOMAIN)"
     console.print(f"recapture listening on http://{host}:{port}  shops: {shops}")
+    tune_garbage_collector()
     uvicorn.run(web_app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run the processing and delivery workers alone, beside `recapture serve --no-workers` (two processes)."""
+    import asyncio
+
+    from recapture.adapters.observability.logging import configure_logging
+    from recapture.wiring import build_runtime
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = build_runtime(settings, follow_clock=True)
+    console.print("recapture worker running (Ctrl-C stops it)")
+    try:
+        asyncio.run(runtime.run_workers())
+    except KeyboardInterrupt:
+        console.print("stopped")
 
 
 @app.command()
