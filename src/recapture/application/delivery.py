@@ -47,6 +47,7 @@ class QueuedDelivery:
 class Outbox(Protocol):
     def due_deliveries(self, now: datetime, limit: int) -> Sequence[QueuedDelivery]: ...
     def mark_delivered(self, delivery_id: int, at: datetime) -> None: ...
+    def mark_all_delivered(self, delivery_ids: Sequence[int], at: datetime) -> None: ...
     def reschedule(self, delivery_id: int, not_before: datetime | None, error: str) -> None: ...
 
 
@@ -90,9 +91,8 @@ class DeliveryWorker:
         except TerminalDeliveryError:
             # One bad event fails the whole bulk request: send them one by one so only that one is dead-lettered.
             return Counter(self._deliver(d) for d in group)
-        now = self._clock.now()
-        for delivery in group:
-            self._outbox.mark_delivered(delivery.id, now)
+        # Marked only now that Klaviyo accepted them, all in one transaction (a crash before it: a harmless re-send).
+        self._outbox.mark_all_delivered([d.id for d in group], self._clock.now())
         return Counter({"delivered": len(group)})
 
     def _retry(self, delivery: QueuedDelivery, error: TransientDeliveryError) -> str:

@@ -176,8 +176,14 @@ class SqlAbandonmentStore:
         ]
 
     def mark_delivered(self, delivery_id: int, at: datetime) -> None:
+        self.mark_all_delivered([delivery_id], at)
+
+    def mark_all_delivered(self, delivery_ids: Sequence[int], at: datetime) -> None:
+        """Deliveries the destination accepted (one bulk request): one statement, one commit."""
+        if not delivery_ids:
+            return
         with self._tx.begin() as conn:
-            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
+            conn.execute(update(deliveries).where(deliveries.c.id.in_(list(delivery_ids))).values(
                 status="delivered", delivered_at=at, attempts=deliveries.c.attempts + 1, last_error=None))
 
     def reschedule(self, delivery_id: int, not_before: datetime | None, error: str) -> None:
