@@ -62,7 +62,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,6 +73,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import free_port, postgres_database  # noqa: E402
 from tests.support import (  # noqa: E402
     ADMIN_TOKEN,
     SECRET_KEY,
@@ -95,7 +96,6 @@ from recapture.application import delivery as delivery_worker  # noqa: E402
 from recapture.domain.rate_limit import RateLimit, parse_rate  # noqa: E402
 
 RECAPTURE = Path(sys.executable).with_name("recapture")
-POSTGRES_ADMIN_URL = os.environ.get("RECAPTURE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 SPEC_PATH = SHARED / "contracts" / "klaviyo" / "openapi-stable.json"
 KEY = "pk_bench_delivery_0001"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -151,12 +151,6 @@ def shopper_of(email: str) -> tuple[str, int]:
 
 
 # -- the service ----------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_cpu(pid: int) -> float:
@@ -796,24 +790,6 @@ def bench_backend(backend: str, database_url: str, args: argparse.Namespace, wor
             rows.append(Row(f"{backend}: hold end -> Klaviyo, p99", f"{p99:.2f} s", f"<= {P99_TARGET_S:g} s",
                             f"{p99 / P99_TARGET_S:.0%}", verdict(ok)))
     return rows
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-
-    name = f"recapture_bench_{secrets.token_hex(5)}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        print(f"  created PostgreSQL database {name}")
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        print(f"  dropped PostgreSQL database {name}")
 
 
 def print_table(rows: list[Row]) -> None:

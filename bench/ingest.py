@@ -49,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,11 +57,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import free_port, postgres_database  # noqa: E402
 from tests.support import SHOP, envelope, pixel_event  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 RECAPTURE = VENV_BIN / "recapture"
-POSTGRES_ADMIN_URL = os.environ.get("RECAPTURE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ID_MARK = "@@EVENT_ID@@"
 HEADERS = {"Content-Type": "text/plain;charset=UTF-8", "Origin": f"https://{SHOP}"}
 SINGLE_RATIO_TARGET = 0.40
@@ -196,12 +195,6 @@ def pinned(cpu: int, command: list[str]) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         return ["taskset", "-c", str(cpu), *command]
     return command
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_json(method: str, url: str, token: str | None = None, timeout: float = 10.0) -> tuple[int, Any]:
@@ -471,24 +464,6 @@ class Row:
     ratio: str = ""
     target: str = ""
     verdict: str = ""
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-
-    name = f"recapture_bench_{secrets.token_hex(5)}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        print(f"  created PostgreSQL database {name}")
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        print(f"  dropped PostgreSQL database {name}")
 
 
 def wait_quiet(server: Server, token: str) -> dict[str, Any]:
