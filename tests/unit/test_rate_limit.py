@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+
 import pytest
 
 from recapture.domain.rate_limit import RateLimit, TokenBucket, parse_rate
@@ -107,3 +109,23 @@ def test_a_cost_larger_than_the_bucket_is_an_error() -> None:
     """Asking for more tokens than a bucket can ever hold fails loudly instead of waiting forever."""
     with pytest.raises(ValueError, match="never fits"):
         TokenBucket.allowing(2, 1.0).try_acquire(0.0, cost=3)
+
+
+@pytest.mark.parametrize(("rates", "headroom"), [(("10/s", "150/m"), 0.97), (("350/s", "3500/m"), 0.97),
+                                                 (("75/s", "700/m"), 0.9)])
+def test_fixed_window_pacing_never_exceeds_a_documented_window(rates: tuple[str, ...], headroom: float) -> None:
+    """Greedy sending under fixed-window pacing: no 1-s or 60-s window ever holds more than the documented count."""
+    limit = RateLimit.within_fixed_windows(*rates, headroom=headroom)
+    now, sent = 0.0, []
+    while now < 180.0:
+        wait = limit.try_acquire(now)
+        if wait == 0.0:
+            sent.append(now)
+        else:
+            now += wait
+    for rate in rates:
+        count, window = parse_rate(rate)
+        for index, start in enumerate(sent):
+            assert bisect.bisect_left(sent, start + window) - index <= count
+    steady_count, steady_window = parse_rate(rates[-1])
+    assert len([t for t in sent if 60 <= t < 120]) >= 0.95 * steady_count * (60 / steady_window) * headroom

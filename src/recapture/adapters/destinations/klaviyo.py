@@ -392,7 +392,9 @@ class KlaviyoDestination:
         self._sleep = sleep
         self._max_sleep = max_sleep
         self._pace_enabled = pace
-        self._limits = {op: RateLimit.of(*rates, headroom=headroom) for op, (_, _, rates) in OPERATIONS.items()}
+        self._limits = {
+            op: RateLimit.within_fixed_windows(*rates, headroom=headroom) for op, (_, _, rates) in OPERATIONS.items()
+        }
         self._locks = {op: threading.Lock() for op in OPERATIONS}
 
     def __repr__(self) -> str:
