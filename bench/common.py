@@ -6,7 +6,8 @@ import contextlib
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 POSTGRES_ADMIN_URL = os.environ.get("RECAPTURE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -34,3 +35,15 @@ def postgres_database() -> Iterator[str]:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
         print(f"  dropped PostgreSQL database {name}")
+
+
+def print_table(headers: Any, rows: Sequence[Any], columns: Sequence[str]) -> None:
+    """The closing summary: one row object per figure, the named attributes as columns, widths to fit."""
+    widths = [max(len(getattr(r, c)) for r in [headers, *rows]) for c in columns]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print(line)
+    for i, row in enumerate([headers, *rows]):
+        print("|".join(f" {getattr(row, c):<{w}} " for c, w in zip(columns, widths, strict=True)))
+        if i == 0:
+            print(line)
+    print(line)

@@ -73,6 +73,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402
 from common import free_port, postgres_database  # noqa: E402
 from tests.support import (  # noqa: E402
     ADMIN_TOKEN,
@@ -793,16 +794,7 @@ def bench_backend(backend: str, database_url: str, args: argparse.Namespace, wor
 
 
 def print_table(rows: list[Row]) -> None:
-    headers = Row("figure", "value", "limit / target", "ratio", "result")
-    columns = ["figure", "value", "limit", "ratio", "verdict"]
-    widths = [max(len(getattr(r, c)) for r in [headers, *rows]) for c in columns]
-    line = "+".join("-" * (w + 2) for w in widths)
-    print(line)
-    for i, row in enumerate([headers, *rows]):
-        print("|".join(f" {getattr(row, c):<{w}} " for c, w in zip(columns, widths, strict=True)))
-        if i == 0:
-            print(line)
-    print(line)
+    common.print_table(Row("figure", "value", "limit / target", "ratio", "result"), rows, ["figure", "value", "limit", "ratio", "verdict"])
 
 
 def load_note() -> str:

@@ -57,6 +57,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402
 from common import free_port, postgres_database  # noqa: E402
 from tests.support import SHOP, envelope, pixel_event  # noqa: E402
 
@@ -712,16 +713,7 @@ def bench_bare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def print_table(rows: list[Row]) -> None:
-    headers = Row("figure", "value", "limit (same run)", "ratio", "target", "result")
-    columns = ["figure", "value", "limit", "ratio", "target", "verdict"]
-    widths = [max(len(getattr(r, c)) for r in [headers, *rows]) for c in columns]
-    line = "+".join("-" * (w + 2) for w in widths)
-    print(line)
-    for i, row in enumerate([headers, *rows]):
-        print("|".join(f" {getattr(row, c):<{w}} " for c, w in zip(columns, widths, strict=True)))
-        if i == 0:
-            print(line)
-    print(line)
+    common.print_table(Row("figure", "value", "limit (same run)", "ratio", "target", "result"), rows, ["figure", "value", "limit", "ratio", "target", "verdict"])
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from recapture.domain.events import IdentifierType
 from recapture.simulation.parameters import DEFAULT_PARAMETERS, Parameters
 
 PIXEL = "shopify_pixel"
@@ -34,16 +35,16 @@ WEBHOOK = "shopify_webhook"
 DEFAULT_SHOP = "sim-store.myshopify.com"
 DEFAULT_START = datetime(2026, 10, 5, tzinfo=UTC)
 
-# Identifier types as the store receives them (the names match recapture's, but the harness only compares them
-# with each other: it never relies on how the service normalizes them).
-EMAIL = "email"
-PHONE = "phone"
-CUSTOMER_ID = "shopify_customer_id"
-CLIENT_ID = "client_id"
-CHECKOUT_TOKEN = "checkout_token"  # noqa: S105 - an identifier type name, not a secret
-CART_TOKEN = "cart_token"  # noqa: S105 - an identifier type name, not a secret
-ORDER_ID = "order_id"
-EXCHANGE_ID = "klaviyo_exchange_id"
+# Identifier types as the store receives them: the service's own names (the harness only compares them with each
+# other; it never relies on how the service normalizes values).
+EMAIL = IdentifierType.EMAIL.value
+PHONE = IdentifierType.PHONE.value
+CUSTOMER_ID = IdentifierType.SHOPIFY_CUSTOMER_ID.value
+CLIENT_ID = IdentifierType.CLIENT_ID.value
+CHECKOUT_TOKEN = IdentifierType.CHECKOUT_TOKEN.value
+CART_TOKEN = IdentifierType.CART_TOKEN.value
+ORDER_ID = IdentifierType.ORDER_ID.value
+EXCHANGE_ID = IdentifierType.KLAVIYO_EXCHANGE_ID.value
 
 Identifiers = tuple[tuple[str, str], ...]
 
