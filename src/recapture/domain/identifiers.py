@@ -22,8 +22,13 @@ _SHOPIFY_GID = re.compile(r"^gid://shopify/[A-Za-z]+/(\d+)$")
 _MAX_ID_INT = 10**512
 
 
+_PLACEHOLDER_FIRST_CHARACTERS = frozenset("0-_.:nufi[")
+
+
 def is_placeholder(value: str) -> bool:
     lowered = value.strip().lower()
+    if lowered and lowered[0] not in _PLACEHOLDER_FIRST_CHARACTERS:
+        return False  # the usual id: no placeholder starts this way, skip the set and the pattern
     return lowered in PLACEHOLDER_VALUES or bool(_ALL_ZEROES.match(lowered))
 
 
@@ -32,6 +37,9 @@ def clean_token(value: object) -> str | None:
 
     Only text and integers are ids: a dict, list or float would otherwise become its Python repr.
     """
+    if type(value) is str:
+        text = value.strip()
+        return text if text and len(text) <= 512 and not is_placeholder(text) else None
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     if isinstance(value, int) and not -_MAX_ID_INT < value < _MAX_ID_INT:

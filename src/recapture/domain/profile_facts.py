@@ -42,6 +42,9 @@ def _first(sources: Sequence[Json], *keys: str) -> str | None:
 
 def profile_facts(sources: Sequence[Json], accepts_email_marketing: bool | None) -> ProfileFacts | None:
     """The first name, last name and place found in the given records (most trusted first), or None."""
+    sources = [source for source in sources if source]
+    if not sources and accepts_email_marketing is None:
+        return None  # most events carry no customer and no address
     facts = ProfileFacts(
         first_name=_first(sources, "firstName", "first_name"),
         last_name=_first(sources, "lastName", "last_name"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,8 +86,15 @@ class RequestFacts:
     user_agent: str | None
 
 
+_EMPTY: Json = {}
+# Paths urljoin would return unchanged after the origin: no dot segments, fragment or characters it strips.
+_PLAIN_SITE_PATH = re.compile(r"/[A-Za-z0-9\-_~%!$&'()*+,=:@/.?]*")
+_PLAIN_ABSOLUTE_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(?::[0-9]+)?(?:/[A-Za-z0-9\-_~%!$&'()*+,=:@/.?]*)?")
+
+
 def _dict(value: object) -> Json:
-    return value if isinstance(value, Mapping) else {}
+    # `type(...) is dict` first: decoded JSON is plain dicts, and the Mapping ABC check costs ten times more.
+    return value if type(value) is dict or isinstance(value, Mapping) else _EMPTY
 
 
 def _list(value: object) -> list[Any]:
@@ -111,6 +119,12 @@ def _absolute_url(url: object, origin: str | None) -> str | None:
         return "https:" + text
     if not origin:
         return text
+    # The common cases, answered as urljoin would at a tenth of its cost: a plain site path, a plain absolute URL.
+    if "/." not in text and text[-1] != "?":
+        if origin.count("/") == 2 and _PLAIN_SITE_PATH.fullmatch(text):
+            return origin + text
+        if _PLAIN_ABSOLUTE_URL.fullmatch(text):
+            return text
     try:
         return urljoin(origin, text)
     except ValueError:  # e.g. an unclosed IPv6 bracket
