@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from recapture.adapters.storage.bulk_insert import BulkInsert
 from recapture.adapters.storage.schema import event_identifiers, events, privacy_requests
 from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
@@ -35,12 +36,12 @@ LINKING_TYPES = frozenset(
 NAMING_TYPES = frozenset({IdentifierType.SHOPIFY_CUSTOMER_ID, *CONTACT_TYPES})
 _IN_CHUNK = 500
 
-_INSERT_EVENTS = insert(events)
-# Rows come back in no promised order: callers match them to their events by key.
-_INSERT_EVENTS_RETURNING = insert(events).returning(
-    events.c.shop, events.c.source, events.c.source_event_id, events.c.id
+_EVENT_COLUMNS = (
+    "shop", "source", "source_event_id", "kind", "name", "occurred_at", "received_at", "timestamp_flag", "page_url",
+    "ip", "user_agent", "body", "sealed_raw", "sealed_profile",
 )
-_INSERT_IDENTIFIERS = insert(event_identifiers)
+_INSERT_EVENTS = BulkInsert(events, _EVENT_COLUMNS)
+_INSERT_IDENTIFIERS = BulkInsert(event_identifiers, ("shop", "event_id", "type", "value_hash", "value", "sealed_value"))
 # Event ids of one (shop, source), the wanted source ids passed as ONE parameter so that the statement text never
 # changes (cached and prepared once, no per-call expansion, no parameter-count limit): an array on PostgreSQL,
 # a JSON array read by json_each on SQLite. Both seek the unique index (shop, source, source_event_id) per id.
@@ -145,54 +146,32 @@ class SqlEventStore:
         return found
 
     def _insert(self, conn: Connection, fresh: list[CanonicalEvent]) -> None:
-        rows = [self._event_row(e) for e in fresh]
+        # executemany of one prepared statement, then one indexed read of the new ids (by the unique key) on both
+        # databases: a multi-row INSERT ... RETURNING is a new statement text per group size, parsed every commit.
+        _INSERT_EVENTS.execute(conn, [self._event_row(e) for e in fresh])
         keys = [(e.shop, e.source.value, e.source_event_id) for e in fresh]
-        if conn.dialect.name == "sqlite":
-            # One multi-row INSERT ... RETURNING. (Asking for the rows in parameter order made SQLAlchemy run one
-            # INSERT per row on SQLite.)
-            returned = conn.execute(_INSERT_EVENTS_RETURNING, rows)
-            ids = {(r.shop, r.source, r.source_event_id): r.id for r in returned}
-        else:
-            # PostgreSQL: executemany of one prepared statement, then one indexed read of the new ids. A multi-row
-            # INSERT ... RETURNING is a new, long statement text per group size, which psycopg parses on every commit.
-            conn.execute(_INSERT_EVENTS, rows)
-            ids = self._ids_by_key(conn, keys)
-        identifier_rows = [
+        ids = self._ids_by_key(conn, keys)
+        _INSERT_IDENTIFIERS.execute(conn, [
             self._identifier_row(event.shop, ids[key], identifier)
             for key, event in zip(keys, fresh, strict=True)
             for identifier in event.identifiers
-        ]
-        if identifier_rows:
-            conn.execute(_INSERT_IDENTIFIERS, identifier_rows)
+        ])
 
-    def _event_row(self, event: CanonicalEvent) -> dict[str, Any]:
-        return {
-            "shop": event.shop,
-            "source": event.source.value,
-            "source_event_id": event.source_event_id,
-            "kind": event.kind.value,
-            "name": event.name[:255],
-            "occurred_at": event.occurred_at,
-            "received_at": event.received_at,
-            "timestamp_flag": event.timestamp_flag.value,
-            "page_url": event.page_url,
-            "ip": event.device.ip,
-            "user_agent": event.device.user_agent,
-            "body": _body(event),
-            "sealed_raw": self._sealer.seal(event.raw),
-            "sealed_profile": self._sealer.seal(msgspec.json.encode(event.profile)) if event.profile else None,
-        }
+    def _event_row(self, event: CanonicalEvent) -> tuple[Any, ...]:
+        return (
+            event.shop, event.source.value, event.source_event_id, event.kind.value, event.name[:255],
+            event.occurred_at, event.received_at, event.timestamp_flag.value, event.page_url, event.device.ip,
+            event.device.user_agent, _body(event), self._sealer.seal(event.raw),
+            self._sealer.seal(msgspec.json.encode(event.profile)) if event.profile else None,
+        )
 
-    def _identifier_row(self, shop: str, event_id: int, identifier: Identifier) -> dict[str, Any]:
+    def _identifier_row(self, shop: str, event_id: int, identifier: Identifier) -> tuple[Any, ...]:
         contact = identifier.is_contact
-        return {
-            "shop": shop,
-            "event_id": event_id,
-            "type": identifier.type.value,
-            "value_hash": self._sealer.identifier_hash(shop, identifier.type.value, identifier.value),
-            "value": None if contact else identifier.value,
-            "sealed_value": self._sealer.seal(identifier.value.encode()) if contact else None,
-        }
+        kind = identifier.type.value
+        return (
+            shop, event_id, kind, self._sealer.identifier_hash(shop, kind, identifier.value),
+            None if contact else identifier.value, self._sealer.seal(identifier.value.encode()) if contact else None,
+        )
 
     # -- processing queue ----------------------------------------------------------------------------------------
 

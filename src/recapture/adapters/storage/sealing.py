@@ -24,7 +24,8 @@ class Sealer:
     def __init__(self, secret: str) -> None:
         material = secret.encode()
         self._aead = AESGCM(_derive(material, b"seal-v1"))
-        self._hash_key = _derive(material, b"identifier-hash-v1")
+        # Copying a keyed HMAC is cheaper than keying a new one for every identifier.
+        self._hash_template = hmac.new(_derive(material, b"identifier-hash-v1"), digestmod=hashlib.sha256)
 
     def seal(self, plaintext: bytes) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)
@@ -38,4 +39,6 @@ class Sealer:
 
     def identifier_hash(self, shop: str, kind: str, value: str) -> bytes:
         # The shop is part of the hash so that one store's identifiers never match another's.
-        return hmac.new(self._hash_key, f"{shop}\x1f{kind}\x1f{value}".encode(), hashlib.sha256).digest()
+        keyed = self._hash_template.copy()
+        keyed.update(f"{shop}\x1f{kind}\x1f{value}".encode())
+        return keyed.digest()
