@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recapture.domain.attribution import CLICK_ID_KEYS, UTM_KEYS, attribution_from_url, query_parameters
+from recapture.domain.attribution import (
+    CLICK_ID_KEYS,
+    UTM_KEYS,
+    attribution_from_url,
+    campaign_parameters,
+    query_parameters,
+)
 from recapture.domain.events import Attribution
 
 SHOP_URL = "https://demo-store.myshopify.com/products/organic-tee"
@@ -91,3 +97,14 @@ def test_attribution_round_trips_encoded_parameters(params: dict[str, str]) -> N
 
     attribution = attribution_from_url(f"{SHOP_URL}?{urlencode(params)}")
     assert {**attribution.utm, **attribution.click_ids} == params
+
+
+@settings(max_examples=2000)
+@given(pairs=st.lists(st.tuples(
+    st.sampled_from([*UTM_KEYS, *CLICK_ID_KEYS, "page", "utm%5Fsource", "utm+source", "", "variant"]),
+    st.sampled_from(["", "=", "=a", "=a+b", "=%41%zz", "=x=y", "=" + "v" * 600, "=%E2%82%AC"]),
+), max_size=8))
+def test_campaign_parameters_are_read_as_the_standard_query_parser_reads_them(pairs: list[tuple[str, str]]) -> None:
+    url = "https://shop.example/p?" + "&".join(key + value for key, value in pairs)
+    every = query_parameters(url)
+    assert campaign_parameters(url) == {k: v for k, v in every.items() if k in (*UTM_KEYS, *CLICK_ID_KEYS)}

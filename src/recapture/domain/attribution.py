@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from recapture.domain.events import Attribution, Identifier, IdentifierType
 from recapture.domain.identifiers import clean_token
@@ -23,6 +23,29 @@ def query_parameters(url: str | None) -> dict[str, str]:
     return {key: value for key, value in parse_qsl(query) if value and len(value) <= MAX_PARAMETER_LENGTH}
 
 
+_CAMPAIGN_KEYS = frozenset(UTM_KEYS + CLICK_ID_KEYS)
+
+
+def campaign_parameters(url: str | None) -> dict[str, str]:
+    """The UTM and click-id parameters of a URL, as `query_parameters` gives them, decoding no other parameter."""
+    if not url or "?" not in url:
+        return {}
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return {}
+    found: dict[str, str] = {}
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if "%" in key or "+" in key:
+            key = unquote_plus(key)
+        if key in _CAMPAIGN_KEYS and value:
+            value = unquote_plus(value) if "%" in value or "+" in value else value
+            if len(value) <= MAX_PARAMETER_LENGTH:
+                found[key] = value
+    return found
+
+
 def attribution_identifiers(attribution: Attribution) -> list[Identifier]:
     """Klaviyo's `_kx` names a Klaviyo profile; ad click ids link visits only briefly (see the identity policy)."""
     found: list[Identifier] = []
@@ -38,7 +61,7 @@ def attribution_identifiers(attribution: Attribution) -> list[Identifier]:
 
 
 def attribution_from_url(url: str | None) -> Attribution:
-    params = query_parameters(url)
+    params = campaign_parameters(url)
     if not params:
         return Attribution()
     return Attribution(
