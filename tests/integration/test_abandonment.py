@@ -15,6 +15,7 @@ from recapture.adapters.storage.schema import abandonments
 from recapture.application.delivery import DeliveryWorker
 from recapture.application.delivery_errors import TerminalDeliveryError, TransientDeliveryError
 from recapture.domain.delivery import DeliveryEvent, DeliveryProfile
+from recapture.domain.sessions import Stage
 from recapture.wiring import Runtime, build_runtime, build_web_app
 from tests.support import SHOP, checkout, envelope, klaviyo_cookie, pixel_event, variant
 
@@ -203,6 +204,21 @@ def test_anonymous_abandonment_is_sent_when_the_shopper_becomes_identifiable(sho
     [event] = shop.destination.sent
     assert event.metric == "Cart Abandoned - Recaptured"
     assert event.profile.exchange_id == "KX.mia"
+
+
+def test_an_anonymous_cart_nobody_identifies_within_the_lookback_is_finally_decided(shop: Store) -> None:
+    """Waiting ends: after the lookback the session is recorded as not identifiable, with its value and currency."""
+    shop.send(add_to_cart("a1", device="phone"))
+    shop.advance(70)
+    assert shop.outcomes() == []
+    assert shop.runtime.outbox.count_sessions(shop.runtime.clock.now())["awaiting_identity"] == 1
+    shop.advance(60 * 24 * 15)
+    assert shop.outcomes() == [(Stage.CART, "not_identifiable")]
+    assert shop.runtime.outbox.count_sessions(shop.runtime.clock.now())["awaiting_identity"] == 0
+    with shop.runtime.engine.connect() as conn:
+        [row] = conn.execute(select(abandonments.c.value, abandonments.c.currency)).all()
+    assert (row.value, row.currency) == ("60.0", "USD")
+    assert shop.destination.sent == []
 
 
 def test_transient_failures_are_retried_and_terminal_ones_dead_lettered(shop: Store) -> None:

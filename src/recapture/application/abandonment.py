@@ -201,10 +201,10 @@ class AbandonmentService:
         else:
             incomplete = False
         basket = state.checkout or state.cart
-        value = basket.value if basket else None
+        value, currency = (basket.value, basket.currency) if basket else (None, None)
         native = state.klaviyo_identified or state.shopify_knows_checkout
         self._store.record_abandonment(session, family[0] if family else None, outcome.value, native, incomplete,
-                                       value, None, now, delivery_id)
+                                       value, currency, now, delivery_id)
         self._store.close_session(session.id, "decided", outcome.value, now)
         return outcome.value
 

@@ -73,12 +73,18 @@ class SqlAbandonmentStore:
                        root.c.identified_at > sessions.c.decided_at)
                 .limit(limit)
             ).all()
-        return [self._session(r) for r in (*due, *revived)]
+            # Waited the whole lookback and still nobody to write to: decided (not identifiable) for good.
+            expired = conn.execute(
+                select(sessions).where(sessions.c.status == "waiting", sessions.c.expires_at <= now)
+                .order_by(sessions.c.expires_at).limit(limit)
+            ).all()
+        return [self._session(r) for r in (*due, *revived, *expired)]
 
     def count_sessions(self, now: datetime) -> dict[str, int]:
         with self._tx.begin() as conn:
-            due = conn.execute(select(func.count()).select_from(sessions).where(
-                sessions.c.status == "open", sessions.c.due_at <= now)).scalar_one()
+            due = conn.execute(select(func.count()).select_from(sessions).where(or_(
+                and_(sessions.c.status == "open", sessions.c.due_at <= now),
+                and_(sessions.c.status == "waiting", sessions.c.expires_at <= now)))).scalar_one()
             later = conn.execute(select(func.count()).select_from(sessions).where(
                 sessions.c.status == "open", sessions.c.due_at > now)).scalar_one()
             waiting = conn.execute(select(func.count()).select_from(sessions).where(
