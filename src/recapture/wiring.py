@@ -9,8 +9,9 @@ import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine, text
@@ -30,16 +31,21 @@ from recapture.adapters.storage.device_sightings import SqlDeviceSightings
 from recapture.adapters.storage.event_store import SqlEventStore
 from recapture.adapters.storage.group_commit import GroupCommitWriter
 from recapture.adapters.storage.identity_graph import SqlIdentityGraph
+from recapture.adapters.storage.report_store import SqlReportStore
 from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
+from recapture.adapters.web.read_model import SqlDashboardReadModel
+from recapture.adapters.web.services import DashboardServices
 from recapture.application.abandonment import AbandonmentService, ShopDelivery
 from recapture.application.collector import Collector
 from recapture.application.delivery import DeliveryWorker, Destination
 from recapture.application.delivery_errors import DeliveryError
+from recapture.application.gap_report import GapReportService
 from recapture.application.identity import IdentityResolver
 from recapture.application.processing import EventProcessor
 from recapture.application.reidentify import DeviceMatcher
 from recapture.domain.abandonment import AbandonmentPolicy
+from recapture.domain.gap_report import Period
 from recapture.domain.identity.policy import DEFAULT_POLICY, IdentityPolicy
 from recapture.domain.identity.probabilistic import ProbabilisticPolicy
 from recapture.domain.sessions import Stage
@@ -250,6 +256,24 @@ def build_runtime(settings: Settings, *, follow_clock: bool = False) -> Runtime:
     return runtime
 
 
+def gap_reports(runtime: Runtime) -> GapReportService:
+    """The gap report (GET /admin/report, `recapture report`), read from the runtime's database."""
+    return GapReportService(SqlReportStore(runtime.engine), runtime.clock)
+
+
+def dashboard_services(runtime: Runtime) -> DashboardServices:
+    """What /dashboard reads and does: the gap report, the outbox (its retry is `recapture deliveries retry`)."""
+    reports = gap_reports(runtime)
+
+    def gap_report(shop: str, since: datetime, until: datetime, period: str) -> dict[str, Any]:
+        return reports.report(reports.scope(shop, since, until, Period(period))).as_json()
+
+    return DashboardServices(
+        read_model=SqlDashboardReadModel(Transactions(runtime.engine), runtime.graph),
+        retry_dead=runtime.outbox.retry_dead, clock=runtime.clock, gap_report=gap_report,
+    )
+
+
 def build_web_app(settings: Settings, runtime: Runtime | None = None, *, worker: bool = True) -> Starlette:
     runtime = runtime or build_runtime(settings)
     shops = {shop.domain: shop for shop in settings.all_shops()}
@@ -268,6 +292,8 @@ def build_web_app(settings: Settings, runtime: Runtime | None = None, *, worker:
         people=runtime.graph,
         pixel_script=render_pixel(settings.public_url, single_shop),
         allowed_origins=frozenset(origins),
+        dashboard=dashboard_services(runtime),
+        reports=gap_reports(runtime),
     )
 
     @contextlib.asynccontextmanager

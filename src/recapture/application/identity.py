@@ -89,7 +89,7 @@ class IdentityResolver:
         observed = [Observed(type=i.type, key=k, hint=i in hints) for k, i in values.items()]
         plan = plan_resolution(observed, known, persons, event.occurred_at, policy)
         context = LinkContext(
-            event_id=event.id, shop=event.shop, observed_at=event.occurred_at, rule=f"{event.kind.value}"
+            event_id=event.id, shop=event.shop, observed_at=event.occurred_at, rule=f"deterministic:{event.kind.value}"
         )
         changes = plan.person is not None or plan.attach or plan.merges or plan.move
         person = self._graph.apply(plan, values, context) if values and changes else None

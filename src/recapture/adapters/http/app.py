@@ -15,8 +15,10 @@ from recapture.adapters.http.collect import SOURCE as PIXEL_SOURCE
 from recapture.adapters.http.collect import collect_shopify
 from recapture.adapters.http.context import HttpContext
 from recapture.adapters.http.cors import cors_headers, origin_refused, preflight
+from recapture.adapters.http.report import report_route
 from recapture.adapters.http.responses import error_response, json_response
 from recapture.adapters.http.webhooks import shopify_webhook
+from recapture.adapters.web.routes import dashboard_routes
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 Handler = Callable[[Request], Awaitable[Response]]
@@ -74,5 +76,7 @@ def build_app(ctx: HttpContext, clock: object, lifespan: Lifespan | None = None)
         Route("/admin/status", status, methods=["GET"]),
         Route("/admin/persons/{person_id}", person, methods=["GET"]),
         Route("/admin/attributions", attributions, methods=["GET"]),
+        report_route(ctx),
     ]
+    routes += dashboard_routes(ctx)
     return Starlette(routes=routes, lifespan=lifespan)

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from recapture.adapters.observability.metrics import Metrics
+from recapture.adapters.web.services import DashboardServices
 from recapture.application.collector import Collector
+from recapture.application.gap_report import GapReportService
 from recapture.application.ports import EventStore
 from recapture.settings import Settings, ShopSettings
 
@@ -37,3 +39,7 @@ class HttpContext:
     people: PersonExplainer
     pixel_script: str
     allowed_origins: frozenset[str] = field(default_factory=frozenset)
+    # The dashboard at /dashboard (None: not wired, the page says so).
+    dashboard: DashboardServices | None = None
+    # GET /admin/report (None: not wired, the endpoint answers 503).
+    reports: GapReportService | None = None

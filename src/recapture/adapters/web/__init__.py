@@ -1,0 +1,1 @@
+"""The operator's dashboard at /dashboard: server-rendered HTML, inline SVG charts, a little vanilla JavaScript."""
