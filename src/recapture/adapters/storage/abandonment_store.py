@@ -199,8 +199,10 @@ class SqlAbandonmentStore:
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
                 **values, **({"not_before": not_before} if not_before else {"status": "dead"})))
 
-    def retry_dead(self, now: datetime, shop: str | None = None) -> int:
+    def retry_dead(self, now: datetime, shop: str | None = None, delivery_id: int | None = None) -> int:
+        """Queue dead letters again (all, a shop's, or one of them); how many were queued."""
         where = [deliveries.c.status == "dead"] + ([deliveries.c.shop == shop] if shop else [])
+        where += [deliveries.c.id == delivery_id] if delivery_id is not None else []
         with self._tx.begin() as conn:
             return int(conn.execute(update(deliveries).where(and_(*where)).values(
                 status="pending", not_before=now, attempts=0)).rowcount)

@@ -267,6 +267,8 @@ abandonments = Table(
 )
 Index("ix_abandonments_person", abandonments.c.person_id, abandonments.c.stage, abandonments.c.decided_at)
 Index("ix_abandonments_shop", abandonments.c.shop, abandonments.c.decided_at)
+Index("ix_abandonments_shop_abandoned", abandonments.c.shop, abandonments.c.abandoned_at)
+Index("ix_abandonments_delivery", abandonments.c.delivery_id)
 
 deliveries = Table(
     "deliveries",

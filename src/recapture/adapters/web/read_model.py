@@ -1,6 +1,6 @@
 """The dashboard's queries on SQLAlchemy Core: outbox health, dead letters, recent events and how each was resolved.
 
-Read-only except `requeue`, which does for one dead letter what `SqlAbandonmentStore.retry_dead` does for all.
+Read-only (a retry goes through `SqlAbandonmentStore.retry_dead`, the code of `recapture deliveries retry`).
 Contact values leave this module masked: nothing here returns an email or phone in the clear.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.engine import Connection
 
 from recapture.adapters.storage.schema import (
@@ -119,15 +119,6 @@ class SqlDashboardReadModel:
             for r in rows
         ]
         return letters, int(total)
-
-    def requeue(self, shop: str, delivery_id: int, now: datetime) -> bool:
-        with self._tx.begin() as conn:
-            changed = conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id, deliveries.c.shop == shop, deliveries.c.status == "dead")
-                .values(status="pending", not_before=now, attempts=0)
-            ).rowcount
-        return bool(changed)
 
     # -- events and their resolution -----------------------------------------------------------------------------
 

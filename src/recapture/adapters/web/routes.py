@@ -250,11 +250,11 @@ class Dashboard:
     async def retry_one(self, request: Request) -> Response:
         delivery_id = int(request.path_params["delivery_id"])
         return await self._act(
-            request, lambda s, view: int(s.read_model.requeue(view.shop, delivery_id, s.clock.now())))
+            request, lambda s, view: s.retry_dead(s.clock.now(), view.shop, delivery_id))
 
     async def retry_all(self, request: Request) -> Response:
         # The very code `recapture deliveries retry --shop` runs.
-        return await self._act(request, lambda s, view: s.retry_dead(s.clock.now(), view.shop))
+        return await self._act(request, lambda s, view: s.retry_dead(s.clock.now(), view.shop, None))
 
     async def _act(self, request: Request, action: Callable[[DashboardServices, View], int]) -> Response:
         """Requeue dead letters (how many: `action`), then show the list again: in place, or by redirecting back."""

@@ -11,8 +11,9 @@ from recapture.application.ports import Clock
 
 # (shop, since, until, period "day" | "week") -> the gap report's JSON document (docs/report.md).
 GapReport = Callable[[str, datetime, datetime, str], Mapping[str, Any]]
-# (now, shop or None for all shops) -> how many dead letters were queued again: `recapture deliveries retry`.
-RetryDead = Callable[[datetime, str | None], int]
+# (now, shop or None for all shops, one delivery id or None for all) -> how many dead letters were queued again:
+# the code of `recapture deliveries retry`.
+RetryDead = Callable[[datetime, str | None, int | None], int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,10 +66,6 @@ class DashboardReadModel(Protocol):
 
     def dead_letters(self, shop: str, limit: int) -> tuple[list[DeadLetter], int]:
         """The newest dead letters of the shop and how many there are in all."""
-        ...
-
-    def requeue(self, shop: str, delivery_id: int, now: datetime) -> bool:
-        """Put one dead letter back in the queue; False when it is not a dead letter of this shop."""
         ...
 
     def recent_events(self, shop: str, limit: int) -> list[ResolvedEvent]: ...

@@ -1,0 +1,23 @@
+"""Indexes for the gap report and the dashboard: abandonments by time abandoned, and by their delivery.
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # The report selects a shop's abandonments by when they were abandoned; the dead-letter list joins on delivery.
+    op.create_index("ix_abandonments_shop_abandoned", "abandonments", ["shop", "abandoned_at"])
+    op.create_index("ix_abandonments_delivery", "abandonments", ["delivery_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_abandonments_delivery", table_name="abandonments")
+    op.drop_index("ix_abandonments_shop_abandoned", table_name="abandonments")
