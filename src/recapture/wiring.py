@@ -245,7 +245,8 @@ def build_runtime(settings: Settings, *, follow_clock: bool = False) -> Runtime:
     )
     metrics = Metrics()
     runtime = Runtime(
-        settings=settings, engine=engine, store=store, graph=graph, clock=clock, writer=GroupCommitWriter(store),
+        settings=settings, engine=engine, store=store, graph=graph, clock=clock,
+        writer=GroupCommitWriter(store, on_commit=metrics.record_commit),
         processor=EventProcessor(store, clock, resolver, graph, transactions.unit, matcher, abandonment),
         metrics=metrics, abandonment=abandonment, outbox=outbox,
         delivery=DeliveryWorker(outbox, {(s, n): d for s, found in sending.items() for n, d in found.items()}, clock),

@@ -67,6 +67,9 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
     assert 'recapture_events_received_total{source="shopify_pixel"} 1.0' in text
     assert 'recapture_events_stored_total{source="shopify_pixel"} 1.0' in text
     assert 'recapture_queue_depth{queue="processing"} 1.0' in text
+    # Group commit is observable: one commit made that one event durable.
+    assert "recapture_ingest_commit_events_count 1.0" in text
+    assert "recapture_ingest_commit_events_sum 1.0" in text
 
 
 def test_pixel_script_is_served_with_this_installation_filled_in(client: TestClient) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from recapture.application.processing import ProcessingResult
 
@@ -49,9 +49,22 @@ class Metrics:
             "recapture_deliveries", "Delivery attempts, by result (delivered, retry, dead)", ["result"],
             registry=self.registry,
         )
+        # How well group commit shares the fsync: events per durable commit, and how long each commit took.
+        self.commit_events = Histogram(
+            "recapture_ingest_commit_events", "Events made durable by one ingest commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048), registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "recapture_ingest_commit_seconds", "Wall time of one ingest commit (statements and fsync)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0), registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "recapture_queue_depth", "Work that is due now, per queue", ["queue"], registry=self.registry
         )
+
+    def record_commit(self, events: int, seconds: float) -> None:
+        self.commit_events.observe(events)
+        self.commit_seconds.observe(seconds)
 
     def record_processing(self, result: ProcessingResult) -> None:
         self.processed.inc(result.processed)

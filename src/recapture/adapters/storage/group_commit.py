@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from recapture.adapters.storage.event_store import SqlEventStore
 from recapture.domain.events import CanonicalEvent
@@ -17,8 +18,12 @@ _Pending = tuple[Sequence[CanonicalEvent], "asyncio.Future[list[bool]]"]
 
 
 class GroupCommitWriter:
-    def __init__(self, store: SqlEventStore, max_group_events: int = 2000) -> None:
+    def __init__(
+        self, store: SqlEventStore, max_group_events: int = 2000,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
         self._store = store
+        self._on_commit = on_commit
         self._max_group_events = max_group_events
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -62,6 +67,7 @@ class GroupCommitWriter:
 
     async def _commit(self, group: list[_Pending]) -> None:
         flat = [event for events, _ in group for event in events]
+        started = time.perf_counter()
         try:
             outcomes = await asyncio.to_thread(self._store.store, flat)
         except Exception as error:
@@ -70,6 +76,8 @@ class GroupCommitWriter:
                     future.set_exception(error)
             return
         self.commits += 1
+        if self._on_commit is not None:
+            self._on_commit(len(flat), time.perf_counter() - started)
         start = 0
         for events, future in group:
             if not future.done():
