@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The two commands of the README, needing nothing but Python >= 3.11:
+"""The commands of the README, needing nothing but Python >= 3.11:
 
+    python3 run.py demo    # install into ./.venv if needed, then run `recapture demo` (a simulated week, the lift)
     python3 run.py serve   # install into ./.venv if needed, then run `recapture serve` on SQLite
     python3 run.py test    # install into ./.venv if needed, then lint, type-check and run the whole test suite
 
-Any further arguments go to `recapture` (serve) or to pytest (test).
+Any further arguments go to `recapture` (demo, serve) or to pytest (test).
 """
 
 from __future__ import annotations
@@ -45,7 +46,13 @@ def ensure_environment(extras: str) -> None:
 
 def run(command: list[str]) -> int:
     print("$", " ".join(command), flush=True)
-    return subprocess.run(command, cwd=ROOT).returncode
+    process = subprocess.Popen(command, cwd=ROOT)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the command too (same process group): let it stop cleanly, and report its exit.
+            continue
 
 
 def test(arguments: list[str]) -> int:
@@ -62,14 +69,14 @@ def test(arguments: list[str]) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"serve", "test"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"demo", "serve", "test"}:
         print(__doc__)
         return 2
     command, arguments = sys.argv[1], sys.argv[2:]
     if command == "test":
         return test(arguments)
     ensure_environment("")
-    return run([str(BIN / "recapture"), "serve", *arguments])
+    return run([str(BIN / "recapture"), command, *arguments])
 
 
 if __name__ == "__main__":

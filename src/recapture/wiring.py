@@ -98,6 +98,25 @@ class Runtime:
     worker: asyncio.Task[None] | None = None
     sender: asyncio.Task[None] | None = None
     started: dict[str, bool] = field(default_factory=dict)
+    # Set when there may be new work (events committed, the manual clock moved): workers wake at once instead of
+    # at their next poll. A worker in another process only polls.
+    processing_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    delivery_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def wake_workers(self) -> None:
+        self.processing_wanted.set()
+        self.delivery_wanted.set()
+
+    def wake_workers_threadsafe(self) -> None:
+        # The manual clock is set from a request handler thread or the loop; Event.set must run on the loop.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.wake_workers)
+
+    def record_commit(self, events: int, seconds: float) -> None:
+        self.metrics.record_commit(events, seconds)
+        self.processing_wanted.set()
 
     def check(self) -> dict[str, bool]:
         try:
@@ -138,9 +157,12 @@ class Runtime:
         }
 
     async def run_worker(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             if await self._work_once() == 0:
-                await asyncio.sleep(IDLE_POLL_SECONDS)
+                await _idle(self.processing_wanted)
+            else:
+                self.delivery_wanted.set()  # decisions may have queued deliveries
 
     async def _work_once(self) -> int:
         try:
@@ -179,7 +201,14 @@ class Runtime:
                 sent = Counter()
             self.metrics.record_deliveries(sent)
             if not sent:
-                await asyncio.sleep(IDLE_POLL_SECONDS)
+                await _idle(self.delivery_wanted)
+
+
+async def _idle(wanted: asyncio.Event) -> None:
+    """Wait until someone says there may be work, or the poll interval ends (work from another process)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wanted.wait(), IDLE_POLL_SECONDS)
+    wanted.clear()
 
 
 def abandonment_policy(shop: ShopSettings) -> AbandonmentPolicy:
@@ -246,7 +275,7 @@ def build_runtime(settings: Settings, *, follow_clock: bool = False) -> Runtime:
     metrics = Metrics()
     runtime = Runtime(
         settings=settings, engine=engine, store=store, graph=graph, clock=clock,
-        writer=GroupCommitWriter(store, on_commit=metrics.record_commit),
+        writer=GroupCommitWriter(store),
         processor=EventProcessor(store, clock, resolver, graph, transactions.unit, matcher, abandonment),
         metrics=metrics, abandonment=abandonment, outbox=outbox,
         delivery=DeliveryWorker(outbox, {(s, n): d for s, found in sending.items() for n, d in found.items()}, clock),
@@ -254,6 +283,9 @@ def build_runtime(settings: Settings, *, follow_clock: bool = False) -> Runtime:
     )
     metrics.watch_queue("processing", lambda: store.counts().pending)
     metrics.watch_queue("ingest", lambda: runtime.writer.waiting)
+    runtime.writer.on_commit = runtime.record_commit
+    if isinstance(clock, ManualClock):
+        clock.on_set(runtime.wake_workers_threadsafe)
     return runtime
 
 

@@ -139,6 +139,25 @@ def test_an_order_during_the_hold_suppresses_the_abandonment(shop: Store) -> Non
     assert (3, "purchased") in shop.outcomes()
 
 
+def test_a_processing_backlog_delays_the_decision_and_never_emails_a_buyer(shop: Store) -> None:
+    """The order is stored but not yet processed when the hold ends: nothing is decided until it is."""
+    known_shopper(shop)
+    shop.send(add_to_cart("a1"))
+    shop.advance(20)
+    body = json.dumps({"id": 9, "email": "ann@example.com", "total_price": "60.00", "currency": "USD",
+                       "line_items": []}).encode()
+    from tests.support import webhook_headers
+
+    headers = webhook_headers(body, "orders/create", "o-1", triggered_at=shop.runtime.clock.now().isoformat())
+    assert shop.client.post("/webhooks/shopify", content=body, headers=headers).status_code == 200
+    shop.advance(60)  # the hold has ended, but the order waits in the processing queue
+    assert [o for o in shop.outcomes() if o[0] == Stage.CART] == []
+    shop.runtime.processor.run_once()
+    shop.advance(1)
+    assert shop.destination.sent == []
+    assert [o for o in shop.outcomes() if o[0] == Stage.CART] == [(Stage.CART, "purchased")]
+
+
 def test_klaviyo_identified_session_is_left_to_the_native_flow(shop: Store) -> None:
     """The waterfall: a session whose Klaviyo cookie names the shopper is counted as native, not sent."""
     known_shopper(shop)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 import structlog
 
 from recapture.adapters.destinations.fake_klaviyo import (
+    PACKAGED_SPEC,
     FakeKlaviyo,
     FakeKlaviyoServer,
     Fault,
@@ -72,20 +74,30 @@ class Running:
     url: str
 
 
+# Every test runs on the official spec and on the subset the package ships (installs without shared/ use it).
+SPECS = {"official": SPEC_PATH, "packaged-subset": PACKAGED_SPEC}
+
+
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def spec_path(request: pytest.FixtureRequest) -> Path:
+    path = SPECS[request.param]
+    if not path.is_file():
+        pytest.fail(f"Klaviyo's OpenAPI spec is missing at {path}", pytrace=False)
+    return path
+
+
 @pytest.fixture(scope="module")
-def spec() -> KlaviyoSpec:
-    if not SPEC_PATH.is_file():
-        pytest.fail(f"Klaviyo's OpenAPI spec is missing at {SPEC_PATH}", pytrace=False)
-    return KlaviyoSpec.load(SPEC_PATH)
+def spec(spec_path: Path) -> KlaviyoSpec:
+    return KlaviyoSpec.load(spec_path)
 
 
 @pytest.fixture
-def serve(spec: KlaviyoSpec) -> Iterator[Any]:
+def serve(spec: KlaviyoSpec, spec_path: Path) -> Iterator[Any]:
     servers: list[FakeKlaviyoServer] = []
 
     def start(**options: Any) -> Running:
         options.setdefault("keys", {KEY: spec.all_scopes})
-        fake = build_fake_klaviyo(SPEC_PATH, **options)
+        fake = build_fake_klaviyo(spec_path, **options)
         server = FakeKlaviyoServer(fake).__enter__()
         servers.append(server)
         return Running(fake, server.url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
@@ -40,6 +41,11 @@ class ManualClock:
         # A worker in another process than the one that serves /admin/clock reads the time each time it asks.
         self._follow = follow
         self._now: datetime | None = self._stored()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_set(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every `set` (time moved: timers may be due now)."""
+        self._listeners.append(listener)
 
     def _stored(self) -> datetime | None:
         with self._engine.connect() as conn:
@@ -58,6 +64,8 @@ class ManualClock:
                 raise ClockWentBackwardsError(self._now, when)
             self._persist(when)
             self._now = when
+        for listener in self._listeners:
+            listener()
         return when
 
     def _persist(self, when: datetime) -> None:

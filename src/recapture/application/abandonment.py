@@ -47,7 +47,12 @@ class AbandonmentStore(Protocol):
     def open_session(self, shop: str, device_key: bytes, since: datetime) -> SessionRecord | None: ...
     def save_session(self, session_id: int | None, shop: str, device_key: bytes, person: int | None,
                      state: SessionState, due_at: datetime) -> int: ...
-    def due_sessions(self, now: datetime, limit: int) -> Sequence[SessionRecord]: ...
+    def due_sessions(self, now: datetime, limit: int, horizon: datetime | None = None) -> Sequence[SessionRecord]:
+        """Sessions to decide: hold window ended by `horizon` (default `now`), or revived by an identification."""
+        ...
+    def oldest_unprocessed_event(self) -> datetime | None:
+        """When the oldest event not yet worked into sessions happened (None: all processed)."""
+        ...
     def close_session(self, session_id: int, status: str, outcome: str, at: datetime,
                       expires_at: datetime | None = None) -> None: ...
     def family(self, person: int) -> list[int]: ...
@@ -158,8 +163,13 @@ class AbandonmentService:
 
     def run_due(self, now: datetime, limit: int = 100) -> Counter[str]:
         outcomes: Counter[str] = Counter()
+        # A session may only be judged on events that have been processed: one whose hold ended after the oldest
+        # unprocessed event might still be extended, or ended by a purchase, by it. A processing backlog delays
+        # decisions; it never makes one early.
+        oldest = self._store.oldest_unprocessed_event()
+        horizon = now if oldest is None else min(now, oldest)
         with self._unit_of_work():
-            for session in self._store.due_sessions(now, limit):
+            for session in self._store.due_sessions(now, limit, horizon):
                 outcomes[self._decide(session, now)] += 1
         return outcomes
 

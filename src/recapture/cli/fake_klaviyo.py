@@ -17,7 +17,8 @@ def fake_klaviyo(
     ] = None,
     spec: Annotated[
         Path | None,
-        typer.Option(help="Klaviyo's OpenAPI spec (default: $RECAPTURE_KLAVIYO_SPEC or ../shared/contracts/...)."),
+        typer.Option(help="Klaviyo's OpenAPI spec (default: $RECAPTURE_KLAVIYO_SPEC or ../shared/contracts/..., "
+                          "else the subset shipped in the package)."),
     ] = None,
     rate_limits: Annotated[bool, typer.Option(help="Answer 429 past the documented rate limits.")] = True,
 ) -> None:

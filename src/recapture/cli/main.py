@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from recapture.cli.demo import demo
 from recapture.cli.fake_klaviyo import fake_klaviyo
+from recapture.cli.report import report as gap_report
 from recapture.simulation.cli import simulate
 
 if TYPE_CHECKING:
@@ -218,6 +220,8 @@ def _one_shop(settings: Settings, shop: str | None) -> str:
 
 app.command(name="fake-klaviyo")(fake_klaviyo)
 app.command()(simulate)
+app.command()(demo)
+app.command(name="report")(gap_report)
 
 
 def run() -> None:

@@ -1,4 +1,8 @@
-"""`recapture simulate`: generate a store's traffic, play it to recapture, and report accuracy against the truth."""
+"""`recapture simulate`: generate a store's traffic, play it to recapture, and report accuracy against the truth.
+
+Beside the accuracy of identity resolution it prints, per abandonment stage, the truth the simulation generated
+next to recapture's own gap report for the simulated range, with the differences: anyone can check the report.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from recapture.simulation.driver import Driver, DriverError, EmbeddedService, Target
+from recapture.simulation.driver import Driver, DriverError, EmbeddedService, Observed, Progress, Target
 from recapture.simulation.journeys import DEFAULT_SHOP, DEFAULT_START, Simulation, generate
+from recapture.simulation.progress import StageBars
 from recapture.simulation.report import Report, build_report, render
 
 
@@ -19,39 +24,46 @@ def namespace_for(seed: int, start_stamp: str) -> str:
 
 
 def run_simulation(
-    target: Target, simulation: Simulation, *, on_sent: Callable[[int], None] | None = None,
-    on_stage: Callable[[str], None] | None = None, drain_timeout: float = 900.0,
+    target: Target, simulation: Simulation, *, on_stage: Callable[[str], None] | None = None,
+    on_progress: Progress | None = None, drain_timeout: float = 900.0,
 ) -> Report:
     """Play a prepared simulation (its start must be accepted by the service's clock) and report on it."""
     with Driver(target, drain_timeout=drain_timeout) as driver:
         started = driver.start_at(simulation.start)
         if started != simulation.start:
             raise DriverError(f"the service's clock is past {simulation.start.isoformat()}: use a fresh service")
-        observed = driver.run(simulation, on_sent=on_sent, on_stage=on_stage)
+        observed = driver.run(simulation, on_stage=on_stage, on_progress=on_progress)
     return build_report(simulation, observed)
 
 
-def simulate_on(
+def play(
     target: Target, *, seed: int, visitors: int, days: float, progress: bool = False, drain_timeout: float = 900.0,
-) -> tuple[Simulation, Report]:
-    """Generate traffic starting at the service's clock (the default start on a fresh service), play it, report."""
-    console = Console(stderr=True)
+    read_back: bool = True,
+) -> tuple[Simulation, Observed]:
+    """Generate traffic starting at the service's clock (the default start on a fresh service) and play it.
+
+    `progress` draws a bar per stage on stderr; `read_back=False` skips reading attributions back (no accuracy
+    scoring; the gap report and the abandonment truth remain).
+    """
     with Driver(target, drain_timeout=drain_timeout) as driver:
         start = driver.start_at(DEFAULT_START)
         simulation = generate(seed=seed, visitors=visitors, days=days, start=start, shop=target.shop,
                               namespace=namespace_for(seed, start.strftime("%y%m%d%H")))
         if not progress:
-            observed = driver.run(simulation)
-        else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            return simulation, driver.run(simulation, read_back=read_back)
+        with StageBars(Console(stderr=True)) as bars:
+            bars.stage(f"sending {len(simulation.events)} events")
+            observed = driver.run(simulation, on_stage=bars.stage, on_progress=bars.progress, read_back=read_back)
+    return simulation, observed
 
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:
-                task = bar.add_task(f"sending {len(simulation.events)} events", total=len(simulation.deliveries))
-                observed = driver.run(
-                    simulation, on_sent=lambda n: bar.advance(task, n),
-                    on_stage=lambda stage: bar.update(task, description=stage),
-                )
+
+def simulate_on(
+    target: Target, *, seed: int, visitors: int, days: float, progress: bool = False, drain_timeout: float = 900.0,
+    read_back: bool = True,
+) -> tuple[Simulation, Report]:
+    """`play`, then score what the service answered against the truth."""
+    simulation, observed = play(target, seed=seed, visitors=visitors, days=days, progress=progress,
+                                drain_timeout=drain_timeout, read_back=read_back)
     return simulation, build_report(simulation, observed)
 
 
@@ -78,7 +90,8 @@ def simulate(
     )] = False,
     drain_timeout: Annotated[float, typer.Option(help="Seconds to wait for the worker to finish.")] = 900,
 ) -> None:
-    """Simulate shoppers, play their events to recapture, and measure identity resolution against the truth."""
+    """Simulate shoppers, play their events to recapture, and check identity resolution and the gap report
+    against the truth."""
     console = Console(stderr=True)
     if target is not None and embedded:
         console.print("[red]give either --target or --embedded[/red]")

@@ -5,8 +5,15 @@ Only the public interfaces are used: `POST /collect/shopify` (one request per pi
 `GET /admin/status` until the processing queue is empty, `GET /admin/attributions` page by page and
 `GET /admin/persons/{id}` for the contacts each reachable person holds (masked).
 
+A real store's clock moves at one second per second; the driver's jumps, so two guards keep it from deciding a
+session before its last event (which would split one visit in two): the clock stays below the point where a visit
+not yet sent in full could fall due (`visit_caps`), and before it moves the driver waits until the worker has
+processed everything a decision at the new time could depend on (`SAFE_LEAD`). After the last request it moves the
+clock past every hold window, waits for the decisions and the deliveries, and reads the gap report
+(`GET /admin/report`) for the simulated range.
+
 `EmbeddedService` starts `recapture serve` as a subprocess on a fresh database with the manual clock and
-generated secrets, for `recapture simulate` without `--target`.
+generated secrets, for `recapture simulate` and `recapture demo` without `--target`.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -31,12 +39,26 @@ from typing import Any
 
 import httpx
 
+from recapture.domain.abandonment import DEFAULT_ABANDONMENT_POLICY
+from recapture.domain.sessions import DEFAULT_INACTIVITY
 from recapture.simulation.journeys import PIXEL, WEBHOOK, Delivery, Simulation
+from recapture.simulation.truth import true_sessions
 
 ATTRIBUTION_PAGE = 5000
 RETRIES = 6
 # The service clamps events more than 7 days older than its clock: the driver never lets its clock run that far.
 MAX_CLOCK_LEAD = timedelta(days=6)
+# A session falls due a hold window after its last activity, and its next event comes within the inactivity gap:
+# while every event older than (clock - SAFE_LEAD) is processed, no session is decided before its last event.
+MIN_HOLD = min(DEFAULT_ABANDONMENT_POLICY.holds.values())
+SAFE_LEAD = MIN_HOLD - DEFAULT_INACTIVITY
+# After the last request the clock moves on by the longest hold window, so that every session is decided.
+SETTLE = max(DEFAULT_ABANDONMENT_POLICY.holds.values())
+POLL_SECONDS = 0.2
+CATCH_UP_POLL_SECONDS = 0.02
+REPORT_PERIOD = "week"
+
+Progress = Callable[[int, int], None]  # (done, total) of the current stage
 
 
 class DriverError(RuntimeError):
@@ -80,6 +102,26 @@ class Observed:
     persons: Mapping[int, PersonRecord]
     status: Mapping[str, Any]
     seconds: float
+    settled_at: datetime | None = None  # the service's clock once every hold window of the simulation had ended
+    gap_report: Mapping[str, Any] | None = None  # GET /admin/report for [simulation start, settled_at)
+
+
+@dataclass(slots=True)
+class _Sent:
+    """What the service acknowledged so far, and when (simulated time) each acknowledged event was sent."""
+
+    acknowledged: set[str] = field(default_factory=set)
+    rejected: dict[str, str] = field(default_factory=dict)
+    times: list[datetime] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)  # acknowledged events sent at or before times[i]
+
+    def record(self, delivery: Delivery) -> None:
+        self.times.append(delivery.at)
+        self.counts.append(len(self.acknowledged))
+
+    def acknowledged_by(self, moment: datetime) -> int:
+        index = bisect_right(self.times, moment)
+        return self.counts[index - 1] if index else 0
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -106,6 +148,11 @@ class Driver:
         self._admin = {"Authorization": f"Bearer {target.admin_token}"}
         self._clock: datetime | None = None
         self.drain_timeout = drain_timeout
+        self._sent: _Sent | None = None
+        self._visit_caps: list[datetime | None] = []
+        self._next = 0  # index of the delivery about to be sent (past the end: everything was sent)
+        self._stored_baseline = self._processed_baseline = 0
+        self._processed_seen = 0
 
     def close(self) -> None:
         if self._own_client:
@@ -167,7 +214,28 @@ class Driver:
             if self._clock - moment > MAX_CLOCK_LEAD:
                 raise DriverError(f"the service's clock ({self._clock}) is far ahead of the simulation ({moment})")
             return
-        self._set_clock(_ceil_hour(moment))
+        target = _ceil_hour(moment)
+        cap = self._visit_caps[self._next] if self._next < len(self._visit_caps) else None
+        if cap is not None:
+            target = max(moment, min(target, cap))
+        self._catch_up(target)
+        self._set_clock(target)
+
+    def _catch_up(self, clock: datetime) -> None:
+        """Before the clock moves to `clock`: wait until every event sent before `clock - SAFE_LEAD` is processed."""
+        if self._sent is None:
+            return
+        required = self._sent.acknowledged_by(clock - SAFE_LEAD)
+        if self._processed_seen >= required:
+            return
+        deadline = time.monotonic() + self.drain_timeout
+        while True:
+            self._processed_seen = int(self.status().get("events", {}).get("processed", 0)) - self._processed_baseline
+            if self._processed_seen >= required:
+                return
+            if time.monotonic() > deadline:
+                raise DriverError(f"the worker did not catch up within {self.drain_timeout:.0f}s")
+            time.sleep(CATCH_UP_POLL_SECONDS)
 
     # -- sending --------------------------------------------------------------------------------------------
 
@@ -237,20 +305,66 @@ class Driver:
         body: dict[str, Any] = response.json()
         return body
 
-    def wait_drained(self, expected_stored: int | None = None) -> dict[str, Any]:
+    def wait_drained(self, expected_stored: int | None = None, on_progress: Progress | None = None) -> dict[str, Any]:
         """Poll until every queue is empty (and, when given, at least that many events are stored): bounded."""
+
+        def drained(status: Mapping[str, Any]) -> tuple[bool, int, int]:
+            events = status.get("events", {})
+            stored, processed = int(events.get("stored", 0)), int(events.get("processed", 0))
+            # Attributions need the events stored and resolved; later queues are waited for by settle().
+            done = _depth(status, "ingest") == 0 and _depth(status, "processing") == 0 and (
+                expected_stored is None or stored >= expected_stored)
+            # Progress counts this run's events only (a service may hold earlier runs).
+            total = max(stored, expected_stored or 0) - self._stored_baseline
+            return done, processed - self._processed_baseline, total
+
+        return self._poll(drained, "processing", on_progress)
+
+    def wait_decided(self, on_progress: Progress | None = None) -> dict[str, Any]:
+        """Poll until no session is due for an abandonment decision (the clock set past their hold windows)."""
+        first = _depth(self.status(), "abandonment")
+
+        def decided(status: Mapping[str, Any]) -> tuple[bool, int, int]:
+            due = _depth(status, "abandonment")
+            return due == 0 and _depth(status, "processing") == 0, max(first - due, 0), first
+
+        return self._poll(decided, "abandonment decisions", on_progress)
+
+    def wait_delivered(self, on_progress: Progress | None = None) -> dict[str, Any]:
+        """Poll until every due delivery has been sent (retries scheduled for later stay scheduled)."""
+
+        def delivered(status: Mapping[str, Any]) -> tuple[bool, int, int]:
+            tallies = [t for t in status.get("destinations", {}).values() if isinstance(t, Mapping)]
+            done = sum(int(t.get("delivered", 0)) + int(t.get("dead", 0)) for t in tallies)
+            return _depth(status, "delivery") == 0, done, done + _depth(status, "delivery")
+
+        return self._poll(delivered, "deliveries", on_progress)
+
+    def _poll(self, check: Callable[[Mapping[str, Any]], tuple[bool, int, int]], what: str,
+              on_progress: Progress | None) -> dict[str, Any]:
         deadline = time.monotonic() + self.drain_timeout
         while True:
             status = self.status()
-            queues = status.get("queues", {})
-            # Attributions need the events stored and resolved; later queues (deliveries) are not waited for.
-            depths = [int(queues.get(name, {}).get("depth", 0)) for name in ("ingest", "processing")]
-            stored = int(status.get("events", {}).get("stored", 0))
-            if all(d == 0 for d in depths) and (expected_stored is None or stored >= expected_stored):
+            finished, done, total = check(status)
+            if on_progress is not None:
+                on_progress(done, total)
+            if finished:
                 return status
             if time.monotonic() > deadline:
-                raise DriverError(f"the service did not finish processing within {self.drain_timeout:.0f}s: {queues}")
-            time.sleep(0.2)
+                raise DriverError(f"the service did not finish its {what} within {self.drain_timeout:.0f}s: "
+                                  f"{status.get('queues')}")
+            time.sleep(POLL_SECONDS)
+
+    def gap_report(self, since: datetime, until: datetime) -> dict[str, Any] | None:
+        """recapture's gap report for the range (None when the service has no /admin/report yet)."""
+        response = self._request("GET", "/admin/report", headers=self._admin, params={
+            "shop": self.target.shop, "since": _iso(since), "until": _iso(until), "period": REPORT_PERIOD})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise DriverError(f"GET /admin/report: {response.status_code} {response.text[:300]}")
+        body: dict[str, Any] = response.json()
+        return body
 
     def attributions(self, wanted: set[str]) -> dict[str, Attributed]:
         """Every processed event of the shop, page by page; keeps the ones this simulation sent."""
@@ -300,35 +414,103 @@ class Driver:
     # -- the whole run --------------------------------------------------------------------------------------
 
     def run(
-        self, simulation: Simulation, on_sent: Callable[[int], None] | None = None,
-        on_stage: Callable[[str], None] | None = None,
+        self, simulation: Simulation, on_stage: Callable[[str], None] | None = None,
+        on_progress: Progress | None = None, *, read_back: bool = True,
     ) -> Observed:
+        """Send everything, let every hold window end, wait for decisions and deliveries, read back the results.
+
+        `read_back=False` skips the attributions and persons (the accuracy scoring needs them; the demo does not).
+        """
         began = time.monotonic()
-        acknowledged: set[str] = set()
-        rejected: dict[str, str] = {}
-        baseline = int(self.status().get("events", {}).get("stored", 0))
-        for delivery in simulation.deliveries:
-            self.send(delivery, acknowledged, rejected)
-            if on_sent is not None:
-                on_sent(1)
+
+        def stage(name: str) -> None:
+            if on_stage is not None:
+                on_stage(name)
+
+        baseline = self.status().get("events", {})
+        self._stored_baseline = int(baseline.get("stored", 0))
+        self._processed_baseline = int(baseline.get("processed", 0))
+        self._processed_seen = 0
+        sent = self._sent = _Sent()
+        self._visit_caps = visit_caps(simulation)
+        events_sent = 0
+        for index, delivery in enumerate(simulation.deliveries):
+            self._next = index
+            self.send(delivery, sent.acknowledged, sent.rejected)
+            sent.record(delivery)
+            events_sent += len(delivery.events)
+            if on_progress is not None:
+                on_progress(events_sent, len(simulation.events))
+        self._next = len(simulation.deliveries)  # every visit was sent in full: the clock may move freely
         self.advance(max(simulation.end, simulation.deliveries[-1].at if simulation.deliveries else simulation.end))
-        if on_stage is not None:
-            on_stage("waiting for the worker")
-        status = self.wait_drained(baseline + len(acknowledged))
-        if on_stage is not None:
-            on_stage("reading attributions")
-        attributions = self.attributions(set(simulation.events))
+        stage("waiting for processing")
+        status = self.wait_drained(self._stored_baseline + len(sent.acknowledged), on_progress)
+        settled_at = self.settle(simulation, on_stage=stage, on_progress=on_progress)
+        attributions: dict[str, Attributed] = {}
         persons: dict[int, PersonRecord] = {}
+        if read_back:
+            stage("reading attributions")
+            attributions = self.attributions(set(simulation.events))
+            persons = self.persons_of(attributions)
+        return Observed(
+            acknowledged=frozenset(sent.acknowledged), rejected=sent.rejected, attributions=attributions,
+            persons=persons, status=status, seconds=time.monotonic() - began, settled_at=settled_at,
+            gap_report=self.gap_report(simulation.start, settled_at),
+        )
+
+    def settle(self, simulation: Simulation, on_stage: Callable[[str], None] | None = None,
+               on_progress: Progress | None = None) -> datetime:
+        """Move the clock past every hold window of the simulation; wait for the decisions and the deliveries."""
+        last = max([simulation.end, *(d.at for d in simulation.deliveries[-1:])])
+        self.advance(last + SETTLE)
+        assert self._clock is not None
+        if on_stage is not None:
+            on_stage("waiting for abandonment decisions")
+        self.wait_decided(on_progress)
+        if on_stage is not None:
+            on_stage("waiting for deliveries")
+        self.wait_delivered(on_progress)
+        return self._clock
+
+    def persons_of(self, attributions: Mapping[str, Attributed]) -> dict[int, PersonRecord]:
+        """The contacts and evidence of every reachable (or probably matched) person among the attributions."""
         wanted = {a.person for a in attributions.values() if a.person is not None and a.reachable}
         wanted |= {a.probable_person for a in attributions.values() if a.probable_person is not None}
+        persons: dict[int, PersonRecord] = {}
         for person in sorted(wanted):
             record = self.person(person)
             if record is not None:
                 persons[person] = record
-        return Observed(
-            acknowledged=frozenset(acknowledged), rejected=rejected, attributions=attributions, persons=persons,
-            status=status, seconds=time.monotonic() - began,
-        )
+        return persons
+
+
+def visit_caps(simulation: Simulation) -> list[datetime | None]:
+    """Per delivery index: the latest clock that decides no visit before all of it has been sent (None: no limit).
+
+    The clock moves to the next whole hour of what is sent; a visit that straddles the hour would see its first
+    pages decided as an abandonment before its last ones arrive. So when a request is about to be sent, the clock
+    stays before the first event plus the shortest hold window of every visit not yet sent in full — the one under
+    way, and the next ones, whose first pages may be older than the request (a pixel flushes a page after it).
+    """
+    index_of = {key: index for index, delivery in enumerate(simulation.deliveries) for key in delivery.events}
+    ending: list[datetime | None] = [None] * len(simulation.deliveries)
+    for session in true_sessions(simulation):
+        last = max(index_of[event.key] for event in session.events if event.key in index_of)
+        cap = session.first + MIN_HOLD - timedelta(microseconds=1)
+        earlier = ending[last]
+        ending[last] = cap if earlier is None else min(cap, earlier)
+    caps: list[datetime | None] = [None] * len(ending)
+    following: datetime | None = None
+    for index in range(len(ending) - 1, -1, -1):  # the earliest cap of the visits ending at or after each index
+        here = ending[index]
+        if here is not None and (following is None or here < following):
+            following = here
+        caps[index] = following
+    return caps
+
+
+def _depth(status: Mapping[str, Any], queue: str) -> int:
+    return int(status.get("queues", {}).get(queue, {}).get("depth", 0))
 
 
 # -- recapture serve as a subprocess ------------------------------------------------------------------------------
@@ -346,11 +528,15 @@ def recapture_executable() -> str:
 
 
 class EmbeddedService:
-    """`recapture serve` on a fresh database (a temporary SQLite file unless given), manual clock, new secrets."""
+    """`recapture serve` on a fresh database (a temporary SQLite file unless given), manual clock, new secrets.
+
+    `extra_env` adds settings (the demo points Klaviyo delivery at the fake); `port` fixes the port (else a free one).
+    """
 
     def __init__(self, *, shop: str, database_url: str | None = None, startup_timeout: float = 60.0,
-                 extra_env: Mapping[str, str] | None = None) -> None:
+                 extra_env: Mapping[str, str] | None = None, port: int | None = None) -> None:
         self.shop = shop
+        self._port = port
         self._database_url = database_url
         self._startup_timeout = startup_timeout
         self._extra_env = dict(extra_env or {})
@@ -363,7 +549,7 @@ class EmbeddedService:
     def __enter__(self) -> Target:
         self._tmp = tempfile.TemporaryDirectory(prefix="recapture-sim-")
         folder = Path(self._tmp.name)
-        port = free_port()
+        port = self._port or free_port()
         target = Target(
             url=f"http://127.0.0.1:{port}", shop=self.shop, webhook_secret=secrets.token_urlsafe(24),
             admin_token=secrets.token_urlsafe(24),

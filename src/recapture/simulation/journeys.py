@@ -605,7 +605,7 @@ class _VisitWriter:
             jar.cart_token = self.store._token(26, ALPHANUMERIC)
             jar.cart_key = self.store._token(32)
             jar.cart_lines = []
-        quantity = 1 + (self.rng.random() < 0.2)
+        quantity = 1 + (self.rng.random() < self.store.parameters.double_quantity_share)
         jar.cart_lines.append((product, quantity))
         line = {"cost": {"totalAmount": _money(product[4] * quantity)}, "merchandise": _variant(product),
                 "quantity": quantity}
@@ -644,7 +644,7 @@ class _VisitWriter:
         self._webhook("checkouts/update", self._checkout_resource(checkout))
         for name, step in (("checkout_address_info_submitted", "shipping"),
                            ("checkout_shipping_info_submitted", "payment"), ("payment_info_submitted", "payment")):
-            if self.rng.random() < 0.9:
+            if self.rng.random() < self.store.parameters.checkout_step_rate:
                 self._checkout_event(name, checkout, f"/checkouts/cn/{checkout.cart_token}/{step}", "")
 
     def _purchase(self, checkout: _Checkout) -> None:
@@ -979,12 +979,14 @@ def generate(
         logged_in = (person.account_id is not None and browser.kind not in IN_APP
                      and rng.random() < p.logged_in_visit_share)
         viewed = rng.random() < p.product_view_rate
-        products = (1 + min(int(rng.expovariate(0.6)), 5)) if viewed else 0
+        # Drawn only when a product is viewed, so that the draws after it stay those of the seed.
+        products = 1 + min(int(rng.expovariate(p.extra_product_view_rate)), p.max_extra_product_views) if viewed else 0
         add = viewed and rng.random() < p.add_to_cart_rate
         checkout = add and rng.random() < p.checkout_rate
         contact = checkout and rng.random() < p.contact_info_rate
         plan = VisitPlan(
-            source=source, logged_in=logged_in, collection=rng.random() < 0.35, products=products, add_to_cart=add,
+            source=source, logged_in=logged_in, collection=rng.random() < p.collection_view_rate, products=products,
+            add_to_cart=add,
             view_cart=add and rng.random() < p.cart_view_rate, checkout=checkout, contact=contact,
             give_phone=person.phone is not None,
             purchase=(contact or source is Source.RECOVERY) and rng.random() < p.purchase_rate, ip=ip,

@@ -6,7 +6,11 @@ Sources are named in the comment beside each value:
 - "upstack destination": /work/shared/background/upstack-klaviyo-destination.txt
 - "playbook": /work/shared/background/cart-abandonment-flow-playbook.txt
 - "README": the "Facts worth knowing" of /work/shared/README.md
+- public studies, named where used: StatCounter's browser and OS shares (United States, 2024), WebKit's
+  Intelligent Tracking Prevention posts (2.1 and 2.2, 2019), Littledata's Shopify conversion benchmarks.
 - "assumption": no source gives the figure; the value is our stated guess, to be replaced by store data.
+
+docs/accuracy.md lists every parameter with its source, and what the funnel rates add up to.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ class Parameters:
     # -- devices and browsers ------------------------------------------------------------------------------------
     # trackbee: "60-70% of traffic originates from mobile" (the shopper's main device is a phone).
     mobile_share: float = 0.65
-    # assumption: iPhones are a little over half of US Shopify mobile traffic (iOS-heavy audience).
+    # StatCounter (US mobile operating systems, 2024): iOS holds a little over half of US phones.
     ios_share_of_mobile: float = 0.55
-    # assumption: macOS Safari among desktop shoppers; with iOS this gives the Safari share (see `safari_share`).
+    # StatCounter (US desktop browsers, 2024): Safari about 15-20% of desktop; with iOS this gives the Safari share
+    # (see `safari_share`).
     safari_share_of_desktop: float = 0.15
-    # assumption: Firefox among desktop shoppers; the rest of desktop is Chrome (Windows or macOS).
+    # StatCounter (US desktop browsers, 2024): Firefox about 6-7%; the rest of desktop is Chrome or Chromium (Edge).
     firefox_share_of_desktop: float = 0.07
     # upstack guide: "ad blockers, which roughly 30% of desktop users run" block Klaviyo's script.
     desktop_ad_blocker_share: float = 0.30
@@ -82,22 +87,33 @@ class Parameters:
     email_click_share: float = 0.25
     # README: Klaviyo's `__kla_id` cookie lasts 2 years once identified.
     klaviyo_cookie_days: float = 730.0
-    # README and upstack guide: Safari caps cookies set by scripts at 7 days.
+    # README and upstack guide: Safari caps cookies set by scripts at 7 days (WebKit's ITP 2.1, 2019).
     safari_cookie_cap_days: float = 7.0
-    # README: 24 hours when the visit came from a (decorated) link.
+    # README: 24 hours when the visit came from a (decorated) link (WebKit's ITP 2.2, 2019).
     safari_link_cookie_cap_hours: float = 24.0
 
     # -- funnel (per visit) -------------------------------------------------------------------------------------
+    # assumption: visits that open a collection page before the products.
+    collection_view_rate: float = 0.35
     # assumption: visits that view at least one product (the rest bounce from the landing page).
     product_view_rate: float = 0.75
-    # assumption: visits that add to cart (typical Shopify add-to-cart rates are 5-15%).
+    # assumption: further product pages after the first are exponential with this rate (mean 1 / 0.6, about
+    # 1.7), at most `max_extra_product_views`.
+    extra_product_view_rate: float = 0.6
+    max_extra_product_views: int = 5
+    # assumption: visits that view a product and add it to the cart (0.75 * 0.14 = 10.5% of visits; typical
+    # Shopify add-to-cart rates are 5-15%).
     add_to_cart_rate: float = 0.14
+    # assumption: items added two at a time (the rest one at a time).
+    double_quantity_share: float = 0.20
     # assumption: carts whose cart page is opened before checkout (`cart_viewed` carries the cart token).
     cart_view_rate: float = 0.70
     # assumption: carts that reach checkout.
     checkout_rate: float = 0.55
     # assumption: checkouts where the email is typed (checkout_contact_info_submitted).
     contact_info_rate: float = 0.80
+    # assumption: each later checkout step (address, shipping, payment) reported by the pixel.
+    checkout_step_rate: float = 0.90
     # Chosen so that purchases / add-to-carts = 0.55 * 0.80 * 0.68 = 0.30: playbook cites Baymard (2024),
     # "roughly 70% of online shopping carts are abandoned".
     purchase_rate: float = 0.68
@@ -112,8 +128,12 @@ class Parameters:
     logged_in_visit_share: float = 0.50
     # assumption: shoppers who also give a phone number at checkout.
     phone_share: float = 0.30
-    # assumption: shoppers who allow marketing in the consent banner (stored, not used for identity).
-    marketing_consent_share: float = 0.60
+    # assumption: browsers whose envelopes say `marketingAllowed: true`. Shopify's Customer Privacy API reports
+    # marketing as allowed where the visitor's region needs no consent (most of a US store's visitors) and as
+    # refused where a banner asks and the visitor did not opt in; the tenth refused stands for those. Not used for
+    # identity; it decides `no_consent` (docs/abandonment.md). A store with an opt-in banner for everyone sees far
+    # fewer consents: set it from the store's own data.
+    marketing_consent_share: float = 0.90
 
     @property
     def safari_share(self) -> float:
@@ -124,6 +144,17 @@ class Parameters:
     def cart_abandonment(self) -> float:
         """Share of add-to-carts that end without a purchase (playbook: ~70%)."""
         return 1 - self.checkout_rate * self.contact_info_rate * self.purchase_rate
+
+    @property
+    def checkout_abandonment(self) -> float:
+        """Share of started checkouts that end without a purchase in the visit."""
+        return 1 - self.contact_info_rate * self.purchase_rate
+
+    @property
+    def purchase_per_visit(self) -> float:
+        """A visit's conversion rate, before recovery-link purchases (Littledata: about 1.4% on an average Shopify
+        store, above 3% for the best fifth: the simulated store converts well, so it abandons less than most)."""
+        return self.product_view_rate * self.add_to_cart_rate * (1 - self.cart_abandonment)
 
 
 DEFAULT_PARAMETERS = Parameters()

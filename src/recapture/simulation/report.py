@@ -35,25 +35,10 @@ from typing import Any
 from recapture.domain.events import IdentifierType
 from recapture.domain.masking import masked as masked_value
 from recapture.simulation.driver import Attributed, Observed, PersonRecord
-from recapture.simulation.journeys import (
-    CART_TOKEN,
-    CHECKOUT_TOKEN,
-    CLIENT_ID,
-    CUSTOMER_ID,
-    EMAIL,
-    EXCHANGE_ID,
-    ORDER_ID,
-    PHONE,
-    PIXEL,
-    Simulation,
-    TrueEvent,
-)
+from recapture.simulation.gap import StageComparison, compare, render_comparison
+from recapture.simulation.journeys import EMAIL, EXCHANGE_ID, PHONE, PIXEL, Simulation, TrueEvent
+from recapture.simulation.truth import NAMING_CONTACT, Oracle, StageTruth, abandonment_truth
 
-# Deterministic evidence: what links two events for certain (IPs, user agents and ad click ids do not).
-DETERMINISTIC = frozenset({CLIENT_ID, CHECKOUT_TOKEN, CART_TOKEN, ORDER_ID, EXCHANGE_ID, EMAIL, PHONE, CUSTOMER_ID})
-NAMING = frozenset({EMAIL, PHONE, CUSTOMER_ID, EXCHANGE_ID})
-# Klaviyo's exchange id addresses a profile as surely as an email: a destination can reach it.
-NAMING_CONTACT = frozenset({EMAIL, PHONE, CUSTOMER_ID, EXCHANGE_ID})
 REACHABLE_OUTCOMES = ("correct", "wrong_person", "mixed", "unverified")
 OUTCOMES = ("unattributed", "anonymous", *REACHABLE_OUTCOMES)
 
@@ -66,32 +51,6 @@ TARGET_RECALL = 0.95
 def masked(kind: str, value: str) -> str:
     """What the admin API shows of a contact value, so held contacts can be matched to candidates."""
     return masked_value(IdentifierType(kind), value)
-
-
-class _Components:
-    """Union-find over identifier values."""
-
-    def __init__(self) -> None:
-        self._parent: dict[tuple[str, str], tuple[str, str]] = {}
-
-    def find(self, node: tuple[str, str]) -> tuple[str, str]:
-        parent = self._parent.setdefault(node, node)
-        root = node
-        while parent != root:
-            root, parent = parent, self._parent[parent]
-        while node != root:  # path compression
-            self._parent[node], node = root, self._parent[node]
-        return root
-
-    def union(self, nodes: Iterable[tuple[str, str]]) -> None:
-        items = list(nodes)
-        if not items:
-            return
-        first = self.find(items[0])
-        for node in items[1:]:
-            other = self.find(node)
-            if other != first:
-                self._parent[other] = first
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,9 +118,17 @@ class Report:
     targets: dict[str, dict[str, Any]]
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seconds: float = 0.0
+    # Abandonments: the truth per stage, and beside it recapture's gap report for the simulated range (None when
+    # the service has no GET /admin/report).
+    abandonment_truth: dict[str, StageTruth] = field(default_factory=dict)
+    report_range: dict[str, str] | None = None
+    truth_vs_report: list[StageComparison] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False)
+        document = asdict(self)
+        if self.truth_vs_report is not None:
+            document["truth_vs_report"] = [row.as_json() for row in self.truth_vs_report]
+        return json.dumps(document, indent=2, sort_keys=False)
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -229,19 +196,7 @@ def build_report(simulation: Simulation, observed: Observed) -> Report:
         if result in ("wrong_person", "mixed")
     )
 
-    # -- the oracle ----------------------------------------------------------------------------------------------
-    components = _Components()
-    for key, event in events.items():
-        if key in observed.acknowledged:
-            components.union(node for node in event.identifiers if node[0] in DETERMINISTIC)
-    named: dict[tuple[str, str], set[int]] = defaultdict(set)
-    named_contact: dict[tuple[str, str], set[int]] = defaultdict(set)
-    for node, owner in owners.items():
-        if node[0] in NAMING and node in components._parent:
-            root = components.find(node)
-            named[root].add(owner)
-            if node[0] in NAMING_CONTACT:
-                named_contact[root].add(owner)
+    oracle = Oracle.of(simulation, observed.acknowledged)
 
     # -- sessions ------------------------------------------------------------------------------------------------
     counts: Counter[str] = Counter()
@@ -256,22 +211,23 @@ def build_report(simulation: Simulation, observed: Observed) -> Report:
         wrong = any(r in ("wrong_person", "mixed") for r in results)
         identified = any(r in REACHABLE_OUTCOMES for r in results)
         correct = not wrong and "correct" in results
-        device = components.find((CLIENT_ID, session.client_id)) if keys else None
-        oracle = device is not None and session.person in named.get(device, set())
-        oracle_contact = device is not None and session.person in named_contact.get(device, set())
+        in_oracle = bool(keys) and oracle.identifies(session.client_id, session.person)
+        in_contact_oracle = bool(keys) and oracle.identifies(session.client_id, session.person, contact=True)
         if not klaviyo:
             counts["backup_reachable"] += sum(r in REACHABLE_OUTCOMES for r in results)
             counts["backup_wrong"] += sum(r in ("wrong_person", "mixed") for r in results)
             counts["backup_correct"] += sum(r == "correct" for r in results)
         counts.update({
             "sessions": 1, "klaviyo": klaviyo, "klaviyo_wrong": klaviyo_wrong, "recapture": identified,
-            "correct": correct, "wrong": wrong, "added": correct and not klaviyo, "oracle": oracle,
-            "oracle_contact": oracle_contact, "hit": oracle and correct, "hit_contact": oracle_contact and correct,
+            "correct": correct, "wrong": wrong, "added": correct and not klaviyo, "oracle": in_oracle,
+            "oracle_contact": in_contact_oracle, "hit": in_oracle and correct,
+            "hit_contact": in_contact_oracle and correct,
         })
         row = browsers[session.browser.value]
-        row.update({"sessions": 1, "klaviyo": klaviyo, "recapture": identified, "correct": correct, "oracle": oracle})
-        if oracle and not correct:
-            reason = ("wrong_person" if wrong else "exchange_id_only" if not oracle_contact
+        row.update({"sessions": 1, "klaviyo": klaviyo, "recapture": identified, "correct": correct,
+                    "oracle": in_oracle})
+        if in_oracle and not correct:
+            reason = ("wrong_person" if wrong else "exchange_id_only" if not in_contact_oracle
                       else "anonymous" if "anonymous" in results else "unattributed" if "unattributed" in results
                       else "unverified")
             misses[reason] += 1
@@ -386,7 +342,18 @@ def build_report(simulation: Simulation, observed: Observed) -> Report:
             for name, row in sorted(browsers.items())
         ],
         targets=targets, examples=examples, seconds=round(observed.seconds, 1),
+        **_abandonments(simulation, observed),
     )
+
+
+def _abandonments(simulation: Simulation, observed: Observed) -> dict[str, Any]:
+    """The true abandonments per stage and, when the service reported on them, the report beside them."""
+    truth = abandonment_truth(simulation, observed.acknowledged)
+    gap = observed.gap_report
+    if gap is None:
+        return {"abandonment_truth": truth}
+    return {"abandonment_truth": truth, "truth_vs_report": compare(truth, gap),
+            "report_range": {"since": str(gap.get("since")), "until": str(gap.get("until"))}}
 
 
 def _describe(
@@ -508,4 +475,10 @@ def render(report: Report) -> Any:
         value = target["value"]
         targets.add_row(name, target["target"], _percent(value, 3),
                         "[green]pass[/green]" if target["pass"] else "[red]FAIL[/red]")
-    return Group(summary, outcomes, misses, browsers, targets)
+    if report.truth_vs_report is None:
+        from rich.text import Text
+
+        abandonments: Any = Text("abandonments: the service has no gap report (GET /admin/report) to compare with")
+    else:
+        abandonments = render_comparison(report.truth_vs_report, "abandonments: the truth beside recapture's report")
+    return Group(summary, outcomes, misses, browsers, targets, abandonments)

@@ -4,7 +4,9 @@ What it checks, in Klaviyo's order: the route (404/405), `Authorization: Klaviyo
 `revision` header (400), the key's scopes against the operation's `x-klaviyo-scopes` (403), the operation's
 `x-klaviyo-ratelimit` per key with the domain's TokenBucket on an injectable clock (429 + `Retry-After`),
 the content type (415), then the body against the operation's requestBody schema (400 in Klaviyo's error
-shape, with `source.pointer`). Limits and scopes are read from the spec, not restated here.
+shape, with `source.pointer`). Limits and scopes are read from the spec, not restated here. Without the full
+spec (an installed package has no shared/ folder) it uses the subset shipped in the package, which holds the
+operations recapture and the fake use with their components unchanged (klaviyo_spec_subset.py).
 
 Then it behaves like Klaviyo where recapture depends on it: a repeated unique_id for the same
 profile+metric is recorded once (still 202); without a unique_id the time to the second is the key, so at
@@ -70,29 +72,47 @@ _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 _REVISION = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.pre)?$")
 IDENTIFIER_FIELDS: Final = ("email", "phone_number", "external_id", "_kx", "anonymous_id")
+# The part of the spec recapture needs, for installs without shared/ (see klaviyo_spec_subset.py), and its licence.
+PACKAGED_SPEC: Final = Path(__file__).with_name("klaviyo_openapi_subset.json")
+PACKAGED_LICENSE: Final = Path(__file__).with_name("klaviyo_openapi_subset.LICENSE")
+SUBSET_KEY: Final = "x-recapture-subset"
+COMPOSED_ELSEWHERE: Final = "allof_members_outside"
+# The operations the fake answers (others in the spec are validated, then answered 501).
+IMPLEMENTED_OPERATIONS: Final = (
+    "create_event", "bulk_create_events", "create_or_update_profile", "bulk_subscribe_profiles", "get_events",
+)
 
 
 # ---------------------------------------------------------------------------------------------- the spec
 
 
-def find_spec(explicit: str | Path | None = None) -> Path:
-    """The spec file: the argument, $RECAPTURE_KLAVIYO_SPEC, $RECAPTURE_SHARED_DIR/contracts/..., or a shared/
-    folder beside the working directory or beside the project that holds this file."""
+def find_full_spec(explicit: str | Path | None = None) -> Path | None:
+    """Klaviyo's full spec: the argument, $RECAPTURE_KLAVIYO_SPEC, $RECAPTURE_SHARED_DIR/contracts/..., or a
+    shared/ folder beside the working directory or beside the project that holds this file; None when absent.
+
+    A path given explicitly (argument or $RECAPTURE_KLAVIYO_SPEC) must exist: a typo never falls back silently.
+    """
+    named = explicit or os.environ.get(SPEC_ENV)
+    if named:
+        if not Path(named).is_file():
+            raise FileNotFoundError(f"Klaviyo's OpenAPI spec is not at {named}")
+        return Path(named)
+    return next((candidate for candidate in shared_candidates() if candidate.is_file()), None)
+
+
+def shared_candidates() -> list[Path]:
+    """Where a checkout of the repository keeps the full spec (shared/ beside the project)."""
     candidates: list[Path] = []
-    if explicit:
-        candidates.append(Path(explicit))
-    if os.environ.get(SPEC_ENV):
-        candidates.append(Path(os.environ[SPEC_ENV]))
     if os.environ.get("RECAPTURE_SHARED_DIR"):
         candidates.append(Path(os.environ["RECAPTURE_SHARED_DIR"]) / SPEC_RELATIVE)
     for base in (Path.cwd(), *Path.cwd().parents[:3], *Path(__file__).resolve().parents[3:7]):
         candidates.extend((base / "shared" / SPEC_RELATIVE, base.parent / "shared" / SPEC_RELATIVE))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"Klaviyo's OpenAPI spec was not found; pass its path or set {SPEC_ENV} (shared/{SPEC_RELATIVE})"
-    )
+    return candidates
+
+
+def find_spec(explicit: str | Path | None = None) -> Path:
+    """The full spec when there is one (see `find_full_spec`), else the subset packaged with recapture."""
+    return find_full_spec(explicit) or PACKAGED_SPEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +137,14 @@ class KlaviyoSpec:
 
     def __init__(self, document: Mapping[str, Any]) -> None:
         self.revision: str = document["info"]["version"]
-        composed = _allof_members(document["components"]["schemas"])
+        # A subset of the spec names the components that operations left out of it compose (see klaviyo_spec_subset).
+        composed = allof_members(document["components"]["schemas"]) | set(
+            document.get(SUBSET_KEY, {}).get(COMPOSED_ELSEWHERE, ()))
         schemas = {
             name: _to_json_schema(schema, strict=name not in composed)
             for name, schema in document["components"]["schemas"].items()
         }
+        self.schemas: Mapping[str, Any] = schemas  # as JSON Schema: what validation of each component uses
         resource = DRAFT4.create_resource({"components": {"schemas": schemas}})
         self._registry: Registry[Any] = Registry().with_resource(_URI, resource)
         self.operations: dict[str, Operation] = {}
@@ -152,7 +175,7 @@ class KlaviyoSpec:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> KlaviyoSpec:
-        """The spec at `path` (see `find_spec`), parsed once per process."""
+        """The spec at `path`, else the full spec found or the packaged subset (see `find_spec`), parsed once."""
         return _load_spec(str(find_spec(path).resolve()))
 
     def match(self, method: str, path: str) -> tuple[Operation | None, bool]:
@@ -204,7 +227,7 @@ def _body_schema(operation: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return _to_json_schema(schema, strict=True) if isinstance(schema, dict) else None
 
 
-def _allof_members(schemas: Mapping[str, Any]) -> set[str]:
+def allof_members(schemas: Mapping[str, Any]) -> set[str]:
     """Components used inside an allOf: closing them would refuse the properties of their siblings."""
     names: set[str] = set()
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Row, and_, exists, func, insert, or_, select, update
 
-from recapture.adapters.storage.schema import abandonments, conversions, deliveries, persons, sessions
+from recapture.adapters.storage.schema import abandonments, conversions, deliveries, events, persons, sessions
 from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
 from recapture.application.abandonment import SessionRecord
@@ -57,12 +57,13 @@ class SqlAbandonmentStore:
                                                 status="open", **values)
             return int(conn.execute(statement.returning(sessions.c.id)).scalar_one())
 
-    def due_sessions(self, now: datetime, limit: int) -> list[SessionRecord]:
-        """Sessions whose hold window ended, and waiting ones whose shopper has been identified since."""
+    def due_sessions(self, now: datetime, limit: int, horizon: datetime | None = None) -> list[SessionRecord]:
+        """Sessions whose hold window ended by `horizon`, and waiting ones whose shopper has been identified since."""
+        horizon = now if horizon is None else horizon
         root = persons.alias("root")
         with self._tx.begin() as conn:
             due = conn.execute(
-                select(sessions).where(sessions.c.status == "open", sessions.c.due_at <= now)
+                select(sessions).where(sessions.c.status == "open", sessions.c.due_at <= horizon)
                 .order_by(sessions.c.due_at).limit(limit)
             ).all()
             revived = conn.execute(
@@ -75,10 +76,17 @@ class SqlAbandonmentStore:
             ).all()
             # Waited the whole lookback and still nobody to write to: decided (not identifiable) for good.
             expired = conn.execute(
-                select(sessions).where(sessions.c.status == "waiting", sessions.c.expires_at <= now)
+                select(sessions).where(sessions.c.status == "waiting", sessions.c.expires_at <= horizon)
                 .order_by(sessions.c.expires_at).limit(limit)
             ).all()
         return [self._session(r) for r in (*due, *revived, *expired)]
+
+    def oldest_unprocessed_event(self) -> datetime | None:
+        with self._tx.begin() as conn:
+            # min() keeps the column's type: an aware UTC datetime on both databases.
+            oldest: datetime | None = conn.execute(
+                select(func.min(events.c.occurred_at)).where(events.c.processed_at.is_(None))).scalar()
+        return oldest
 
     def count_sessions(self, now: datetime) -> dict[str, int]:
         with self._tx.begin() as conn:

@@ -23,7 +23,7 @@ class GroupCommitWriter:
         on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self._store = store
-        self._on_commit = on_commit
+        self.on_commit = on_commit
         self._max_group_events = max_group_events
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -76,8 +76,8 @@ class GroupCommitWriter:
                     future.set_exception(error)
             return
         self.commits += 1
-        if self._on_commit is not None:
-            self._on_commit(len(flat), time.perf_counter() - started)
+        if self.on_commit is not None:
+            self.on_commit(len(flat), time.perf_counter() - started)
         start = 0
         for events, future in group:
             if not future.done():
