@@ -148,6 +148,9 @@ def test_recapture_report_prints_tables_with_the_lift_explained(cli_env: LiveSer
 
 def test_recapture_report_refuses_a_bad_range_and_a_target_without_token(cli_env: LiveServer) -> None:
     assert runner.invoke(app, ["report", "--since", "2026-10-09", "--until", "2026-10-01"]).exit_code == 2
+    misspelt = runner.invoke(app, ["report", "--shop", "demo-stor.myshopify.com"])
+    assert misspelt.exit_code == 2, "a shop that is not configured is refused, not reported as empty"
+    assert "no shop demo-stor.myshopify.com is configured" in misspelt.output
     assert runner.invoke(app, ["report", "--target", cli_env.url]).exit_code == 2
     wrong = runner.invoke(app, ["report", "--target", cli_env.url, "--admin-token", "nope"])
     assert wrong.exit_code == 1

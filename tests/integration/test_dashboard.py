@@ -324,9 +324,72 @@ def test_a_shop_selector_when_several_shops_are_configured(make_settings: Callab
         other = shop.client.get(f"/dashboard?shop={OTHER_SHOP}", headers=AUTH).text
         assert f'<option value="{OTHER_SHOP}" selected>' in other
         assert "product_added_to_cart" not in other, "another shop's events stay with their shop"
-        unknown = shop.client.get("/dashboard?shop=nope.myshopify.com&days=999", headers=AUTH).text
-        assert f'<option value="{SHOP}" selected>' in unknown
-        assert 'aria-current="page">7 days' in unknown
+        default = shop.client.get("/dashboard", headers=AUTH).text
+        assert f'<option value="{SHOP}" selected>' in default
+        assert 'aria-current="page">7 days' in default
+
+
+def test_a_dead_letter_cannot_be_retried_through_another_shop(make_settings: Callable[..., Settings]) -> None:
+    """The retry filters by the shop of the URL: a crafted id of another shop's delivery requeues nothing."""
+    settings = make_settings(shops=[{"domain": OTHER_SHOP, "webhook_secrets": ["s2"]}],
+                             esp_webhook_url="http://127.0.0.1:9/hook", esp_webhook_secret="whsec")
+    for shop in _shop(settings):
+        dead = shop.dead_letter()
+        for path in (f"/dashboard/dead-letters/{dead}/retry", "/dashboard/dead-letters/retry"):
+            response = shop.client.post(f"{path}?shop={OTHER_SHOP}", headers={**AUTH, **FRAGMENT})
+            assert response.status_code == 200
+            assert "Nothing was queued again" in response.text
+        assert shop.statuses()[dead] == "dead"
+        other = shop.client.get(f"/dashboard/panels/dead-letters?shop={OTHER_SHOP}", headers={**AUTH, **FRAGMENT})
+        assert f'data-delivery="{dead}"' not in other.text, "nor does the other shop see it"
+
+
+@pytest.mark.parametrize("query", [
+    "shop=nope.myshopify.com", "days=999", "days=%C2%B2", "days=", "shop=%00",
+])
+def test_a_bad_shop_or_range_is_a_400_that_says_why(shop: Shop, query: str) -> None:
+    """Not another shop's or another range's figures in silence, and never a 500."""
+    page = shop.client.get(f"/dashboard?{query}", headers=AUTH)
+    fragment = shop.client.get(f"/dashboard/panels/funnel?{query}", headers={**AUTH, **FRAGMENT})
+    retry = shop.client.post(f"/dashboard/dead-letters/retry?{query}", headers={**AUTH, **FRAGMENT})
+    if query == "days=":  # an empty value is the default range
+        assert page.status_code == fragment.status_code == retry.status_code == 200
+        return
+    for response in (page, fragment, retry):
+        assert response.status_code == 400
+        assert "is configured here" in response.text or "days is 7 or 30" in response.text
+
+
+def test_odd_values_elsewhere_are_refused_or_ignored_never_an_error(shop: Shop) -> None:
+    assert shop.client.get("/dashboard?requeued=%C2%B2", headers=AUTH).status_code == 200
+    assert shop.client.get("/dashboard?requeued=" + "9" * 5000, headers=AUTH).status_code == 200
+    huge = shop.client.post(f"/dashboard/dead-letters/{2**64}/retry", headers={**AUTH, **FRAGMENT})
+    assert huge.status_code == 404
+    assert "No delivery" in huge.text
+    crafted = [(b"cookie", b"recapture_dashboard=9999999999.abc.\xc3\xa9")]
+    assert shop.client.get("/dashboard", headers=crafted, follow_redirects=False).status_code == 303
+    shop.login()
+    forged = [(b"x-csrf-token", b"\xc3\xa9"), (b"x-dashboard-fragment", b"1")]
+    assert shop.client.post("/dashboard/dead-letters/retry", headers=forged).status_code == 403
+
+
+def test_guessing_the_token_as_a_bearer_header_is_throttled_like_the_form(shop: Shop) -> None:
+    """Otherwise the form's throttle is bypassed by sending guesses in the Authorization header."""
+    for _ in range(10):
+        assert shop.client.get("/dashboard/panels/events", headers={**FRAGMENT, "Authorization": "Bearer guess"},
+                               ).status_code == 401
+    refused = shop.client.get("/dashboard/panels/events", headers={**FRAGMENT, **AUTH})
+    assert refused.status_code == 429, "even the right token, or the throttle would confirm a guess"
+    form = shop.client.get("/dashboard/login")
+    login = shop.client.post("/dashboard/login", data={"token": ADMIN_TOKEN, "login_nonce": login_nonce(form.text)})
+    assert login.status_code == 429
+    assert "Too many failed sign-ins" in login.text
+
+
+def test_a_successful_bearer_request_is_never_throttled(shop: Shop) -> None:
+    """A script polling with the right token is not slowed down: only failures count."""
+    for _ in range(15):
+        assert shop.client.get("/dashboard/panels/events", headers={**FRAGMENT, **AUTH}).status_code == 200
 
 
 def test_without_an_admin_token_the_dashboard_is_off(make_settings: Callable[..., Settings]) -> None:

@@ -227,3 +227,39 @@ def test_orders_follow_merged_persons_and_days_are_utc(runtime: Runtime) -> None
     assert cart_cell["recovered_revenue"] == {"EUR": "19.99"}
     assert (browse_cell["seen"], browse_cell["native"], browse_cell["awaiting_identity"]) == (1, 1, 1)
     assert cells["2026-10-06", "cart"]["seen"] == 0
+
+
+def test_an_order_placed_before_the_range_and_paid_in_it_is_not_recovered(runtime: Runtime) -> None:
+    """orders/paid can come days after orders/create (manual capture, bank transfer). The report reads the orders
+    from `since` on, but an order is placed at its first report: one placed before the delivery is not recovered,
+    whether its reports share an order id (POS, draft orders) or a checkout token."""
+    day = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
+    with runtime.engine.begin() as conn:
+        person = conn.execute(insert(persons).values(shop=SHOP, created_at=day, size=1)
+                              .returning(persons.c.id)).scalar_one()
+        delivery = conn.execute(insert(deliveries).values(
+            shop=SHOP, destination="klaviyo", kind="event", unique_id="u1", metric="Cart Abandoned - Recaptured",
+            sealed_payload=b"-", status="delivered", attempts=1, not_before=day, created_at=day,
+            delivered_at=day + timedelta(minutes=61)).returning(deliveries.c.id)).scalar_one()
+        conn.execute(insert(abandonments).values(
+            shop=SHOP, session_id=1, person_id=person, stage=3, outcome="sent", native=0, incomplete=0,
+            abandoned_at=day, decided_at=day + timedelta(minutes=60), delivery_id=delivery))
+        for order_id, token in (("9", None), ("10", "chk-10")):
+            conn.execute(insert(conversions).values(shop=SHOP, person_id=person, order_id=order_id,
+                                                    checkout_token=token, revenue="50.00", currency="USD",
+                                                    occurred_at=day - timedelta(days=3)))
+            conn.execute(insert(conversions).values(shop=SHOP, person_id=person, order_id=order_id,
+                                                    checkout_token=token, revenue="50.00", currency="USD",
+                                                    occurred_at=day + timedelta(days=1)))
+    reports = GapReportService(SqlReportStore(runtime.engine), runtime.clock)
+    since = datetime(2026, 10, 5, tzinfo=UTC)
+    report = reports.report(reports.scope(SHOP, since, since + timedelta(days=3), Period.DAY)).as_json()
+    cart = report["totals"]["cart"]
+    assert cart["delivered"] == 1
+    assert (cart["recovered_orders"], cart["recovered_revenue"]) == (0, {})
+
+
+def test_an_unknown_shop_is_named_in_the_refusal(shop: Store) -> None:
+    response = shop.client.get("/admin/report", params={"shop": "Other.myshopify.com"}, headers=AUTH)
+    assert response.status_code == 422
+    assert "no shop other.myshopify.com is configured" in response.json()["error"]["message"]

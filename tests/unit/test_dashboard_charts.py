@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recapture.adapters.web.auth import SESSION_SECONDS, LoginThrottle, SessionSigner
+from recapture.adapters.web import auth
+from recapture.adapters.web.auth import SESSION_SECONDS, LoginThrottle, SessionSigner, throttle_key
 from recapture.adapters.web.charts import (
     PALETTE,
     Series,
@@ -132,8 +133,9 @@ def test_funnel_bars_are_proportional_and_say_their_share() -> None:
 
 def test_labels_from_data_are_escaped() -> None:
     evil = '<script>alert("x")</script>'
-    for chart in (line_chart([evil], [Series(evil, [1.0])], title=evil),
-                  stacked_bar_chart([evil], [Series(evil, [1.0])], title=evil),
+    colour = '"/><script>alert(1)</script>'
+    for chart in (line_chart([evil], [Series(evil, [1.0], colour)], title=evil),
+                  stacked_bar_chart([evil], [Series(evil, [1.0], colour)], title=evil),
                   funnel_chart([(evil, 1)], title=evil)):
         assert "<script>" not in chart
         parse(chart)
@@ -228,6 +230,7 @@ def test_lift_is_a_signed_percentage(lift: object, shown: str) -> None:
 
 def test_small_formatters() -> None:
     assert format_revenue({"USD": "1234.5"}) == "1,234.50 USD"
+    assert format_revenue({"KWD": "1.234", "JPY": "1000"}) == "1,000.00 JPY, 1.234 KWD", "never rounded away"
     assert format_revenue({}) == "—"
     assert period_label("2026-10-05", "day") == "Oct 5"
     assert period_label("garbage", "day") == "garbage"
@@ -273,14 +276,56 @@ def test_the_csrf_token_belongs_to_its_session() -> None:
     assert not signer.csrf_valid(first, None)
 
 
-def test_logins_are_throttled_per_client() -> None:
+def fail(throttle: LoginThrottle, client: str, times: int) -> None:
+    for _ in range(times):
+        throttle.failed(client)
+
+
+def test_failed_sign_ins_are_throttled_per_client() -> None:
     clock = Clock()
     throttle = LoginThrottle(now=clock)
-    assert all(throttle.allow("10.0.0.1") for _ in range(10))
-    assert not throttle.allow("10.0.0.1")
-    assert throttle.allow("10.0.0.2"), "another client has its own allowance"
+    fail(throttle, "10.0.0.1", 9)
+    assert not throttle.blocked("10.0.0.1"), "ten failures are allowed"
+    fail(throttle, "10.0.0.1", 1)
+    assert throttle.blocked("10.0.0.1")
+    assert not throttle.blocked("10.0.0.2"), "another client has its own allowance"
     clock.now += 6
-    assert throttle.allow("10.0.0.1")
+    assert not throttle.blocked("10.0.0.1"), "then one more every 6 seconds"
+    fail(throttle, "10.0.0.1", 1)
+    assert throttle.blocked("10.0.0.1")
+
+
+def test_an_ipv6_client_is_counted_by_its_64_not_by_each_address() -> None:
+    """One subscriber holds a whole /64: a fresh address per guess must not mean a fresh allowance."""
+    throttle = LoginThrottle(now=Clock())
+    for host in range(10):
+        throttle.failed(f"2001:db8:1:2::{host + 1:x}")
+    assert throttle.blocked("2001:db8:1:2:ffff::9")
+    assert not throttle.blocked("2001:db8:1:3::1")
+    assert throttle_key("garbage") == throttle_key(None) == "unknown"
+    assert throttle_key("::ffff:192.0.2.7") == "192.0.2.7", "IPv4 clients of a dual-stack socket stay apart"
+
+
+def test_a_flood_of_new_clients_never_resets_a_guesser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table is bounded, but making room forgets idle clients and then the oldest failures, never everyone."""
+    monkeypatch.setattr(auth, "MAX_TRACKED_CLIENTS", 20)
+    throttle = LoginThrottle(now=Clock())
+    fail(throttle, "10.0.0.1", 10)
+    for host in range(100):
+        throttle.failed(f"192.0.2.{host}")
+        fail(throttle, "10.0.0.1", 1)  # the guesser keeps guessing, so it keeps its place
+    assert throttle.blocked("10.0.0.1")
+    assert len(throttle._buckets) <= 20
+
+
+def test_a_cookie_or_csrf_token_with_non_ascii_characters_is_refused_not_an_error() -> None:
+    """`hmac.compare_digest` raises TypeError on non-ASCII str: a crafted cookie must not be a 500."""
+    signer = SessionSigner("admin-token")
+    cookie, session = signer.issue()
+    expires, nonce, _ = cookie.split(".")
+    assert signer.verify(f"{expires}.{nonce}.\u00e9t\u00e9") is None
+    assert signer.verify(f"\u00b2.{nonce}.x") is None
+    assert not signer.csrf_valid(session, "\u00e9")
 
 
 @pytest.mark.parametrize(("target", "safe"), [
@@ -317,6 +362,16 @@ def test_contacts_inside_free_text_are_masked() -> None:
     assert "a***@e***.uk" in scrubbed
     assert "+14*****71" in scrubbed
     assert "order 123456789 on 2026-10-05" in scrubbed, "ids and dates are left alone"
+
+
+@pytest.mark.parametrize("refused", [
+    "ann@example", "ann@exämple.com", "ann%40example.com", "ann@@example.com", "ann.lee@localhost",
+])
+def test_a_malformed_email_a_platform_quotes_back_is_masked_too(refused: str) -> None:
+    """The emails a platform refuses are the malformed ones; a pattern for valid addresses would show them."""
+    scrubbed = scrub_contacts(f'400: {{"detail": "Invalid email \'{refused}\'"}}')
+    assert "ann" not in scrubbed
+    assert "a***@" in scrubbed
 
 
 @given(st.emails())

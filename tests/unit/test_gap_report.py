@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recapture.application.gap_report import GapReportService, InvalidReportQueryError
 from recapture.domain.abandonment import Outcome
 from recapture.domain.gap_report import (
     STAGES,
@@ -22,6 +23,7 @@ from recapture.domain.gap_report import (
     ReportScope,
     attribute_orders,
     build_gap_report,
+    distinct_orders,
     latency_of,
     parse_instant,
     periods_between,
@@ -79,6 +81,36 @@ def test_a_date_is_a_whole_utc_day_and_a_zoneless_time_is_utc() -> None:
     assert parse_instant("2026-10-05T14:00:00+02:00") == MONDAY + timedelta(hours=12)
     with pytest.raises(ValueError, match="Invalid"):
         parse_instant("last tuesday")
+
+
+def test_every_date_form_is_a_whole_day() -> None:
+    """`--until 20261005` ends with the 5th like `--until 2026-10-05`, not at its first instant."""
+    assert parse_instant("20261005", end_of_day=True) == MONDAY + timedelta(days=1)
+    assert parse_instant("2026-W41-1", end_of_day=True) == MONDAY + timedelta(days=1)
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return MONDAY + timedelta(hours=15)
+
+
+def test_the_default_range_is_28_days_whether_until_is_now_or_a_day() -> None:
+    service = GapReportService(store=None, clock=FixedClock())  # type: ignore[arg-type]
+    by_now = service.scope_of("s.myshopify.com")
+    assert by_now.since == MONDAY - timedelta(days=27)
+    by_day = service.scope_of("s.myshopify.com", until="2026-10-05")
+    assert (by_day.since, by_day.until) == (MONDAY - timedelta(days=27), MONDAY + timedelta(days=1))
+    assert len(periods_between(by_day.since, by_day.until, Period.DAY)) == 28
+
+
+@pytest.mark.parametrize(("since", "until"), [
+    ("0001-01-01", "0001-01-02"), (None, "0001-01-05"), ("9999-12-30", None), ("1969-12-31", "1970-01-02"),
+])
+def test_instants_near_the_calendars_ends_are_refused_not_overflowed(since: str | None, until: str | None) -> None:
+    """The attribution window is subtracted from `since`: year 1 would overflow into a 500."""
+    service = GapReportService(store=None, clock=FixedClock())  # type: ignore[arg-type]
+    with pytest.raises(InvalidReportQueryError, match="between 1970 and 9000"):
+        service.scope_of("s.myshopify.com", since, until)
 
 
 # -- counting --------------------------------------------------------------------------------------------------------
@@ -142,6 +174,38 @@ def test_an_order_reported_three_times_is_recovered_once() -> None:
     reports = [order(1, order_id="9", hours=24), order(2, order_id="9", hours=24.1), order(3, order_id="9", hours=25)]
     [recovered] = attribute_orders([delivered()], reports, WINDOW)
     assert recovered.revenue == Decimal("60.00")
+
+
+def test_reports_naming_an_order_by_its_checkout_token_or_its_id_are_one_order() -> None:
+    """The pixel may report an order by its checkout token alone, the webhooks by id and token: one order."""
+    pixel = Order(row_id=1, person=1, order_id=None, checkout_token="c1", revenue=Decimal("60.00"), currency="USD",
+                  occurred_at=MONDAY + timedelta(hours=24))
+    created = Order(row_id=2, person=1, order_id="9", checkout_token="c1", revenue=Decimal("60.00"), currency="USD",
+                    occurred_at=MONDAY + timedelta(hours=24.1))
+    paid = Order(row_id=3, person=1, order_id="9", checkout_token=None, revenue=Decimal("60.00"), currency="USD",
+                 occurred_at=MONDAY + timedelta(hours=30))
+    [merged] = distinct_orders([paid, pixel, created])
+    assert (merged.order_id, merged.checkout_token, merged.occurred_at) == ("9", "c1", pixel.occurred_at)
+    [recovered] = attribute_orders([delivered()], [paid, pixel, created], WINDOW)
+    assert recovered.key == "order:9"
+
+
+def test_an_order_placed_before_the_delivery_and_paid_after_it_is_not_recovered() -> None:
+    """orders/paid days after orders/create (manual capture): the order was placed at its first report."""
+    placed = order(1, order_id="9", hours=-2)
+    paid = order(2, order_id="9", hours=24)
+    assert attribute_orders([delivered()], [placed, paid], WINDOW) == []
+
+
+def test_a_currency_code_in_another_case_is_the_same_currency() -> None:
+    orders = [order(1, currency="usd"), order(2, currency=" USD", hours=25), order(3, currency="", hours=26)]
+    row = build_gap_report(scope(1), [tally()], [delivered()], orders).as_json()["totals"]["all"]
+    assert row["recovered_revenue"] == {"USD": "120.00", "unknown": "60.00"}
+
+
+def test_revenue_is_printed_in_positional_notation() -> None:
+    row = build_gap_report(scope(1), [tally()], [delivered()], [order(1, revenue="1E+3")]).as_json()["totals"]["all"]
+    assert row["recovered_revenue"] == {"USD": "1000"}
 
 
 def test_an_order_counts_only_after_the_delivery_and_within_the_window() -> None:

@@ -23,6 +23,9 @@ DEFAULT_DAYS = 28
 # A report reads at most this much history at once (a day series of two years is 2,900 rows).
 MAX_RANGE = timedelta(days=731)
 MAX_ATTRIBUTION_WINDOW = timedelta(days=90)
+# Instants a report may name: far enough from datetime's limits that the attribution arithmetic never overflows.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class ReportStore(Protocol):
@@ -41,7 +44,8 @@ class ReportStore(Protocol):
         ...
 
     def orders_between(self, shop: str, start: datetime, end: datetime) -> Sequence[Order]:
-        """Conversion rows with `start <= occurred_at <= end`."""
+        """Conversion rows with `start <= occurred_at <= end`, and the earlier reports of the same orders (an
+        `orders/paid` days after `orders/create`: the order was placed at its first report)."""
         ...
 
 
@@ -58,10 +62,17 @@ class GapReportService:
         self, shop: str, since: datetime | None = None, until: datetime | None = None, period: Period = Period.DAY,
         attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW,
     ) -> ReportScope:
-        """The range asked for; by default the last 28 UTC days up to now."""
+        """The range asked for; by default the 28 UTC days up to `until` (now), the day holding `until` last."""
         now = self._clock.now()
         until = until or now
-        since = since or datetime.combine(until.date() - timedelta(days=DEFAULT_DAYS - 1), time(), UTC)
+        for name, instant in (("since", since), ("until", until)):
+            if instant is not None and not EARLIEST <= instant <= LATEST:
+                raise InvalidReportQueryError(
+                    f"{name} ({instant.isoformat()}) must lie between {EARLIEST.year} and {LATEST.year}")
+        if since is None:
+            # `until` itself is excluded: until=2026-10-13T00:00 (`--until 2026-10-12`) ends with the 12th.
+            last_day = (until - timedelta(microseconds=1)).astimezone(UTC).date()
+            since = datetime.combine(last_day - timedelta(days=DEFAULT_DAYS - 1), time(), UTC)
         if since >= until:
             raise InvalidReportQueryError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
         if until - since > MAX_RANGE:

@@ -71,7 +71,10 @@ def _fetch(target: str, admin_token: str | None, query: dict[str, str | None]) -
         raise _fail(f"{target} did not answer: {error}", 1) from error
     if response.status_code != 200:
         raise _fail(f"{target} answered {response.status_code}: {response.text[:500]}", 1)
-    document: dict[str, Any] = response.json()
+    try:
+        document: dict[str, Any] = response.json()
+    except ValueError as error:  # a proxy's HTML page, say
+        raise _fail(f"{target} did not answer with the report's JSON: {response.text[:200]}", 1) from error
     return document
 
 
@@ -85,6 +88,9 @@ def _read_database(query: dict[str, str | None]) -> dict[str, Any]:
     shop = (query["shop"] or (shops[0] if len(shops) == 1 else "")).strip().lower()
     if not shop:
         raise _fail("several shops (or none) are configured: pass --shop", 2)
+    if shop not in shops:
+        # A misspelt shop would otherwise print an empty report, as if nothing had happened.
+        raise _fail(f"no shop {shop} is configured (configured: {', '.join(shops) or 'none'})", 2)
     try:
         runtime = build_runtime(settings)
     except ConfigurationError as error:

@@ -68,10 +68,13 @@ def parse_instant(text: str, *, end_of_day: bool = False) -> datetime:
     A date-time without a zone is UTC. Raises ValueError on anything else.
     """
     text = text.strip()
-    if len(text) == 10:
+    try:
+        # Any date form Python reads (2026-10-12, 20261012, 2026-W41-1) is a whole day, never its midnight alone.
         day = date.fromisoformat(text)
+    except ValueError:
+        instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    else:
         return datetime.combine(day + timedelta(days=1 if end_of_day else 0), time(), UTC)
-    instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
@@ -127,6 +130,13 @@ class Order:
         if self.checkout_token:
             return f"checkout:{self.checkout_token}"
         return f"row:{self.row_id}"
+
+    @property
+    def names(self) -> list[str]:
+        """Every name a report of this order may carry: reports sharing any of them are one order."""
+        found = [f"order:{self.order_id}"] if self.order_id else []
+        found += [f"checkout:{self.checkout_token}"] if self.checkout_token else []
+        return found or [f"row:{self.row_id}"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,7 +214,7 @@ class Figures:
     def recover(self, order: RecoveredOrder) -> None:
         self.recovered_orders += 1
         if order.revenue is not None:
-            self._earn(order.currency or UNKNOWN_CURRENCY, order.revenue)
+            self._earn(currency_code(order.currency), order.revenue)
 
     def _earn(self, currency: str, amount: Decimal) -> None:
         # Per currency: amounts in different currencies are never added together.
@@ -237,7 +247,8 @@ class Figures:
             "latency_seconds": None if latency is None else {"p50": latency.p50, "p95": latency.p95,
                                                              "max": latency.max},
             "recovered_orders": self.recovered_orders,
-            "recovered_revenue": {currency: str(total) for currency, total in sorted(self.recovered_revenue.items())},
+            # Positional notation always: str() would print an amount stored as 1E+3 in exponent form.
+            "recovered_revenue": {currency: f"{total:f}" for currency, total in sorted(self.recovered_revenue.items())},
             "lift": self.lift,
             "recaptured": self.recaptured,
             "sent": self.sent,
@@ -253,6 +264,11 @@ def _with_zeros(counts: Counter[str], always: Sequence[str]) -> dict[str, int]:
 # -- recovered orders ------------------------------------------------------------------------------------------------
 
 
+def currency_code(currency: str | None) -> str:
+    """`usd` and `USD ` are one currency (the pixel upper-cases codes, a webhook passes them on as sent)."""
+    return (currency or "").strip().upper() or UNKNOWN_CURRENCY
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecoveredOrder:
     key: str
@@ -262,19 +278,38 @@ class RecoveredOrder:
     after: DeliveredAbandonment
 
 
+def _same_orders(rows: Iterable[Order]) -> list[list[Order]]:
+    """The reports grouped by order: the pixel may name an order by its checkout token only, a webhook by both."""
+    parent: dict[str, str] = {}
+
+    def find(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    rows = list(rows)
+    for row in rows:
+        first, *others = row.names
+        for other in others:
+            parent[find(other)] = find(first)
+    groups: dict[str, list[Order]] = defaultdict(list)
+    for row in rows:
+        groups[find(row.names[0])].append(row)
+    return list(groups.values())
+
+
 def distinct_orders(rows: Iterable[Order]) -> list[Order]:
     """One row per order: its first report, with the first revenue any report of it carried."""
-    reports: dict[str, list[Order]] = defaultdict(list)
-    for row in rows:
-        reports[row.key].append(row)
     merged = []
-    for same in reports.values():
+    for same in _same_orders(rows):
         same.sort(key=lambda o: (o.occurred_at, o.row_id))
         priced = next((o for o in same if o.revenue is not None), same[0])
         first = same[0]
         merged.append(Order(row_id=first.row_id, person=next((o.person for o in same if o.person is not None), None),
-                            order_id=first.order_id, checkout_token=first.checkout_token, revenue=priced.revenue,
-                            currency=priced.currency, occurred_at=first.occurred_at))
+                            order_id=next((o.order_id for o in same if o.order_id), None),
+                            checkout_token=next((o.checkout_token for o in same if o.checkout_token), None),
+                            revenue=priced.revenue, currency=priced.currency, occurred_at=first.occurred_at))
     return merged
 
 

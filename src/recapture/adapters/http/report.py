@@ -23,7 +23,8 @@ async def gap_report(request: Request, ctx: HttpContext) -> Response:
     query = request.query_params
     shop = (query.get("shop") or (next(iter(ctx.shops)) if len(ctx.shops) == 1 else "")).strip().lower()
     if shop not in ctx.shops:
-        return error_response(422, "invalid_query", f"unknown shop: {USAGE}")
+        problem = f"no shop {shop} is configured" if shop else "several shops are configured: name one"
+        return error_response(422, "invalid_query", f"{problem}: {USAGE}")
     try:
         scope = ctx.reports.scope_of(shop, query.get("since"), query.get("until"), query.get("period"),
                                      query.get("attribution_days"))

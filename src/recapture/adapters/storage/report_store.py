@@ -6,11 +6,12 @@ few hundred); only delivered abandonments and orders come back as rows, for late
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, String, case, exists, false, func, literal, or_, select
+from sqlalchemy import Connection, Engine, String, case, exists, false, func, literal, or_, select, union_all
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -27,6 +28,9 @@ from recapture.domain.gap_report import (
     OutcomeTally,
 )
 from recapture.domain.sessions import Stage
+
+# Values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits.
+LOOKUP_CHUNK = 500
 
 
 class UtcDay(FunctionElement[str]):
@@ -66,14 +70,15 @@ class SqlReportStore:
         self._engine = engine
 
     def outcome_tallies(self, shop: str, since: datetime, until: datetime, now: datetime) -> list[OutcomeTally]:
+        # One statement, so one snapshot: a session decided meanwhile is counted once, as waiting or as decided.
+        both = union_all(self._decided(shop, since, until), self._waiting(shop, since, until, now)).subquery()
         with self._engine.connect() as conn:
-            decided = conn.execute(self._decided(shop, since, until)).all()
-            waiting = conn.execute(self._waiting(shop, since, until, now)).all()
+            rows = conn.execute(_counted(both)).all()
         return [
             OutcomeTally(day=date.fromisoformat(r.day), stage=Stage(r.stage), outcome=r.outcome, native=bool(r.native),
                          identifiable=bool(r.identifiable), delivery_status=r.status, incomplete=bool(r.incomplete),
                          awaiting_identity=bool(r.awaiting), count=r.n)
-            for r in (*decided, *waiting)
+            for r in rows
         ]
 
     @staticmethod
@@ -87,17 +92,14 @@ class SqlReportStore:
             (abandonments.c.person_id.is_(None), 0),
             else_=_flag(_reachable(root)),
         )
-        rows = (
+        return (
             select(UtcDay(abandonments.c.abandoned_at).label("day"), abandonments.c.stage, outcome,
                    abandonments.c.native, identifiable.label("identifiable"), deliveries.c.status,
                    abandonments.c.incomplete, literal(0).label("awaiting"))
             .select_from(abandonments.outerjoin(persons, persons.c.id == abandonments.c.person_id)
                          .outerjoin(deliveries, deliveries.c.id == abandonments.c.delivery_id))
-            # decided_at >= abandoned_at >= since: the bound lets the (shop, decided_at) index narrow the scan.
-            .where(abandonments.c.shop == shop, abandonments.c.decided_at >= since,
-                   abandonments.c.abandoned_at >= since, abandonments.c.abandoned_at < until)
+            .where(*_abandoned_within(shop, since, until))
         )
-        return _counted(rows.subquery())
 
     @staticmethod
     def _waiting(shop: str, since: datetime, until: datetime, now: datetime) -> Any:
@@ -105,7 +107,7 @@ class SqlReportStore:
         state = sessions.c.state
         native = or_(func.coalesce(state["klaviyo_identified"].as_boolean(), false()),
                      func.coalesce(state["shopify_knows_checkout"].as_boolean(), false()))
-        rows = (
+        return (
             select(UtcDay(sessions.c.last_activity_at).label("day"), sessions.c.stage,
                    literal(Outcome.NOT_IDENTIFIABLE.value, String).label("outcome"), _flag(native).label("native"),
                    literal(0).label("identifiable"), literal(None, String).label("status"),
@@ -113,15 +115,13 @@ class SqlReportStore:
             .where(sessions.c.shop == shop, sessions.c.status == "waiting",
                    sessions.c.last_activity_at >= since, sessions.c.last_activity_at < until)
         )
-        return _counted(rows.subquery())
 
     def last_delivered_at(self, shop: str, since: datetime, until: datetime) -> datetime | None:
         query = (
             select(func.max(deliveries.c.delivered_at))
             .select_from(abandonments.join(deliveries, deliveries.c.id == abandonments.c.delivery_id))
-            .where(abandonments.c.shop == shop, abandonments.c.outcome == Outcome.SENT.value,
-                   deliveries.c.status == DELIVERED, abandonments.c.decided_at >= since,
-                   abandonments.c.abandoned_at >= since, abandonments.c.abandoned_at < until)
+            .where(*_abandoned_within(shop, since, until), abandonments.c.outcome == Outcome.SENT.value,
+                   deliveries.c.status == DELIVERED)
         )
         with self._engine.connect() as conn:
             last: datetime | None = conn.execute(query).scalar()
@@ -143,18 +143,40 @@ class SqlReportStore:
                                      abandoned_at=r.abandoned_at, delivered_at=r.delivered_at) for r in rows]
 
     def orders_between(self, shop: str, start: datetime, end: datetime) -> list[Order]:
-        query = (
-            select(conversions.c.id, _root(conversions.c.person_id).label("person"), conversions.c.order_id,
-                   conversions.c.checkout_token, conversions.c.revenue, conversions.c.currency,
-                   conversions.c.occurred_at)
-            .select_from(conversions.outerjoin(persons, persons.c.id == conversions.c.person_id))
-            .where(conversions.c.shop == shop, conversions.c.occurred_at >= start, conversions.c.occurred_at <= end)
-        )
         with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows: list[Any] = list(conn.execute(_orders().where(
+                conversions.c.shop == shop, conversions.c.occurred_at >= start, conversions.c.occurred_at <= end)))
+            rows += self._earlier_reports(conn, shop, start, rows)
         return [Order(row_id=r.id, person=r.person, order_id=r.order_id, checkout_token=r.checkout_token,
                       revenue=Decimal(r.revenue) if r.revenue else None, currency=r.currency,
                       occurred_at=r.occurred_at) for r in rows]
+
+    @staticmethod
+    def _earlier_reports(conn: Connection, shop: str, start: datetime, rows: Sequence[Any]) -> list[Any]:
+        """The reports before `start` of the orders in `rows`: an order paid today may have been placed last week."""
+        tokens = sorted({r.checkout_token for r in rows if r.checkout_token})
+        # Orders without a checkout token (POS, draft orders) are found by id; the others by the indexed token.
+        order_ids = sorted({r.order_id for r in rows if r.order_id and not r.checkout_token})
+        earlier: list[Any] = []
+        for column, values in ((conversions.c.checkout_token, tokens), (conversions.c.order_id, order_ids)):
+            for chunk in (values[i:i + LOOKUP_CHUNK] for i in range(0, len(values), LOOKUP_CHUNK)):
+                earlier += conn.execute(_orders().where(conversions.c.shop == shop, conversions.c.occurred_at < start,
+                                                        column.in_(chunk))).all()
+        return earlier
+
+
+def _abandoned_within(shop: str, since: datetime, until: datetime) -> tuple[Any, ...]:
+    """The abandonments of [since, until): the (shop, abandoned_at) index reads exactly these."""
+    return (abandonments.c.shop == shop, abandonments.c.abandoned_at >= since, abandonments.c.abandoned_at < until)
+
+
+def _orders() -> Any:
+    """Conversion rows with the buyer's person as it is now (after merges)."""
+    return (
+        select(conversions.c.id, _root(conversions.c.person_id).label("person"), conversions.c.order_id,
+               conversions.c.checkout_token, conversions.c.revenue, conversions.c.currency, conversions.c.occurred_at)
+        .select_from(conversions.outerjoin(persons, persons.c.id == conversions.c.person_id))
+    )
 
 
 def _counted(rows: Any) -> Any:

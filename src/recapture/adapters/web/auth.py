@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
@@ -23,10 +24,12 @@ from recapture.domain.rate_limit import TokenBucket
 SESSION_COOKIE = "recapture_dashboard"
 LOGIN_COOKIE = "recapture_dashboard_login"
 SESSION_SECONDS = 12 * 3600
-# Failed logins allowed per client address: a burst of 10, then one every 6 seconds.
+# Failed sign-ins allowed per client: a burst of 10, then one every 6 seconds.
 LOGIN_BURST = 10
 LOGIN_WINDOW_SECONDS = 60.0
 MAX_TRACKED_CLIENTS = 10_000
+# One IPv6 subscriber holds a whole /64: counted per address, it could try 2^64 times as often.
+IPV6_CLIENT_PREFIX = 64
 
 
 def _mac(key: bytes, message: str) -> str:
@@ -35,6 +38,7 @@ def _mac(key: bytes, message: str) -> str:
 
 
 def token_matches(given: str, expected: str) -> bool:
+    """Constant time, and on bytes: `compare_digest` refuses str with non-ASCII characters (a crafted cookie)."""
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
@@ -65,7 +69,8 @@ class SessionSigner:
         if not cookie or cookie.count(".") != 2:
             return None
         expires, nonce, mac = cookie.split(".")
-        if not expires.isdigit() or not hmac.compare_digest(mac, _mac(self._key, f"session.{expires}.{nonce}")):
+        if not (expires.isascii() and expires.isdigit()) or not token_matches(
+                mac, _mac(self._key, f"session.{expires}.{nonce}")):
             return None
         if int(expires) <= self._now() or nonce in self._revoked:
             return None
@@ -82,20 +87,56 @@ class SessionSigner:
         return _mac(self._key, f"csrf.{session.nonce}")
 
     def csrf_valid(self, session: Session, given: str | None) -> bool:
-        return bool(given) and hmac.compare_digest(str(given), self.csrf_token(session))
+        return bool(given) and token_matches(str(given), self.csrf_token(session))
+
+
+def throttle_key(address: str | None) -> str:
+    """Whom a failed sign-in is counted against: an IPv4 address, an IPv6 /64, or "unknown"."""
+    try:
+        parsed = ipaddress.ip_address(address or "")
+    except ValueError:
+        return "unknown"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        # A dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d: one /64 would hold every one of them.
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(parsed)
 
 
 class LoginThrottle:
-    """Token buckets per client address: guessing the admin token through the form is slowed to a crawl."""
+    """Failed sign-ins per client (token buckets): guessing the admin token is slowed to a crawl.
+
+    Only failures take a token, so a script polling with the right bearer token is never slowed; a client out of
+    tokens is refused even with the right token, so the throttle never tells a guess apart. Callers check and
+    record within one event-loop step, so concurrent guesses cannot all pass the check before any is counted.
+    """
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self._buckets: dict[str, TokenBucket] = {}
         self._now = now
         self._lock = threading.Lock()
 
-    def allow(self, client: str) -> bool:
+    def blocked(self, address: str | None) -> bool:
         with self._lock:
-            if len(self._buckets) > MAX_TRACKED_CLIENTS:
-                self._buckets.clear()
-            bucket = self._buckets.setdefault(client, TokenBucket.allowing(LOGIN_BURST, LOGIN_WINDOW_SECONDS))
-            return bucket.try_acquire(self._now()) == 0.0
+            bucket = self._buckets.get(throttle_key(address))
+            return bucket is not None and bucket.wait_seconds(self._now()) > 0.0
+
+    def failed(self, address: str | None) -> None:
+        with self._lock:
+            now = self._now()
+            key = throttle_key(address)
+            if key not in self._buckets and len(self._buckets) >= MAX_TRACKED_CLIENTS:
+                self._forget_idle(now)
+            # Re-inserted: the dict's order is then the order of the latest failures, oldest first.
+            bucket = self._buckets.pop(key, None) or TokenBucket.allowing(LOGIN_BURST, LOGIN_WINDOW_SECONDS)
+            self._buckets[key] = bucket
+            bucket.try_acquire(now)
+
+    def _forget_idle(self, now: float) -> None:
+        """Room for a new client: first the clients whose bucket refilled (they carry nothing), else the half that
+        failed longest ago. Never all at once, which would hand every guesser a fresh burst."""
+        self._buckets = {k: b for k, b in self._buckets.items() if b.available(now) < LOGIN_BURST}
+        if len(self._buckets) >= MAX_TRACKED_CLIENTS:
+            keep = list(self._buckets.items())[MAX_TRACKED_CLIENTS // 2:]
+            self._buckets = dict(keep)

@@ -33,7 +33,8 @@ class Series:
 
 
 def _colours(series: Sequence[Series]) -> list[str]:
-    return [s.colour or PALETTE[i % len(PALETTE)] for i, s in enumerate(series)]
+    """Each series' colour, escaped like every other value that lands in an attribute."""
+    return [str(escape(s.colour or PALETTE[i % len(PALETTE)])) for i, s in enumerate(series)]
 
 
 @dataclass(frozen=True, slots=True)

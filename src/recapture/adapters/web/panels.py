@@ -66,7 +66,7 @@ class LiftPanel:
 
 
 def format_lift(lift: object) -> str:
-    """The report's lift (recapture-only identifications over native ones) as a signed percentage."""
+    """The report's lift (recaptured deliveries over native identifications) as a signed percentage."""
     if not isinstance(lift, int | float) or isinstance(lift, bool):
         return "—"
     return f"{lift:+.0%}"
@@ -78,9 +78,14 @@ def format_revenue(revenue: object) -> str:
     parts = []
     for currency, amount in sorted(revenue.items()):
         try:
-            parts.append(f"{Decimal(str(amount)):,.2f} {currency}")
+            exact = Decimal(str(amount))
         except InvalidOperation:
             continue
+        if not exact.is_finite():
+            continue
+        # Cents at least, and every digit the amount has beyond them (3-decimal currencies): never rounded.
+        places = max(2, -int(exact.as_tuple().exponent))
+        parts.append(f"{exact:,.{places}f} {currency}")
     return ", ".join(parts) or "—"
 
 

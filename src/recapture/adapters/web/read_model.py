@@ -31,6 +31,8 @@ from recapture.domain.masking import masked
 
 # How `str(DeliveryError)` begins for a 429, and what local pacing says (adapters/destinations/klaviyo.py).
 THROTTLE_PATTERNS = ("429:%", "%paced locally%")
+# Outbox statuses of deliveries not (yet) accepted; `mark_all_delivered` clears the error of the others.
+UNDELIVERED = ("pending", "dead")
 # The identifier a person is shown by, best first.
 LABEL_TYPES = (IdentifierType.EMAIL, IdentifierType.PHONE, IdentifierType.KLAVIYO_EXCHANGE_ID)
 
@@ -92,10 +94,12 @@ class SqlDashboardReadModel:
         ]
 
     def _last_error(self, conn: Connection, shop: str, destination: str) -> str | None:
+        # Delivering clears the error, so only undelivered rows hold one: the (status, not_before) index finds
+        # them, where `ORDER BY id DESC` alone would walk every delivery of a destination that never failed.
         error = conn.execute(
             select(deliveries.c.last_error)
-            .where(deliveries.c.shop == shop, deliveries.c.destination == destination,
-                   deliveries.c.last_error.is_not(None))
+            .where(deliveries.c.status.in_(UNDELIVERED), deliveries.c.shop == shop,
+                   deliveries.c.destination == destination, deliveries.c.last_error.is_not(None))
             .order_by(deliveries.c.id.desc()).limit(1)
         ).scalar()
         return scrub_contacts(error) if error else None

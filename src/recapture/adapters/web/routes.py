@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from importlib.resources import files
@@ -17,6 +18,7 @@ from urllib.parse import parse_qs, urlencode
 
 import structlog
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import escape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -46,6 +48,10 @@ REPORT_PANELS = frozenset({"funnel", "lift"})
 EVENT_LIMIT = 40
 DEAD_LETTER_LIMIT = 50
 FORM_LIMIT = 8192
+# Row ids are 64-bit: a larger one names no delivery (and would overflow the database's integer).
+MAX_ROW_ID = 2**63 - 1
+# The count a no-JavaScript retry puts in the URL it redirects to: digits only, never words.
+REQUEUED_COUNT = re.compile(r"[0-9]{1,9}")
 FRAGMENT_HEADER = "x-dashboard-fragment"
 STATIC_FILES = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8"}
 SECURITY_HEADERS = {
@@ -76,6 +82,10 @@ class View:
     @property
     def query(self) -> str:
         return urlencode({"shop": self.shop, "days": self.days})
+
+
+class InvalidViewError(ValueError):
+    """A shop or range the dashboard does not show; the message says which ones it does."""
 
 
 def destinations_configured(shop: ShopSettings) -> list[str]:
@@ -151,21 +161,36 @@ class Dashboard:
 
     # -- who is asking ---------------------------------------------------------------------------------------------
 
-    def _caller(self, request: Request) -> Caller | None:
+    def _caller(self, request: Request) -> Caller | Response:
+        """Who is asking, or the response that refuses them (the login page, 401, or 429 while throttled)."""
         if self._signer is None:
-            return None
+            return self._unauthenticated(request)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         expected = self._ctx.settings.admin_token
         if scheme.lower() == "bearer" and expected is not None:
-            return Caller(None, "") if token_matches(token, expected.get_secret_value()) else None
+            # Throttled like the login form, else guessing would simply move to this header.
+            address = self._client_address(request)
+            if self._throttle.blocked(address):
+                return self._html("<p>Too many failed sign-ins: wait a minute and try again.</p>", 429)
+            if token_matches(token, expected.get_secret_value()):
+                return Caller(None, "")
+            self._throttle.failed(address)
+            return self._unauthenticated(request)
         session = self._signer.verify(request.cookies.get(SESSION_COOKIE))
-        return Caller(session, self._signer.csrf_token(session)) if session is not None else None
+        if session is None:
+            return self._unauthenticated(request)
+        return Caller(session, self._signer.csrf_token(session))
 
     def _csrf_refused(self, caller: Caller, request: Request, form: dict[str, str]) -> bool:
         if caller.session is None or self._signer is None:
             return False
         given = request.headers.get("x-csrf-token") or form.get("csrf_token")
         return not self._signer.csrf_valid(caller.session, given)
+
+    def _client_address(self, request: Request) -> str | None:
+        """The client as the throttle counts it: X-Forwarded-For only from a trusted proxy."""
+        peer = request.client.host if request.client else None
+        return client_ip(peer, request.headers.get("x-forwarded-for"), self._ctx.settings.trusted_networks)
 
     def _unauthenticated(self, request: Request) -> Response:
         if request.headers.get(FRAGMENT_HEADER) or request.method != "GET":
@@ -186,34 +211,50 @@ class Dashboard:
     # -- pages -----------------------------------------------------------------------------------------------------
 
     def _view(self, request: Request) -> View | None:
+        """The shop and range asked for (default: the first shop, 7 days); None when no shop is configured."""
         shops = sorted(self._ctx.shops)
         if not shops:
             return None
-        wanted = request.query_params.get("shop", "").strip().lower()
-        days = request.query_params.get("days", "")
-        return View(shop=wanted if wanted in self._ctx.shops else shops[0],
-                    days=int(days) if days.isdigit() and int(days) in RANGES else RANGES[0])
+        shop = request.query_params.get("shop", "").strip().lower() or shops[0]
+        if shop not in self._ctx.shops:
+            raise InvalidViewError(f"No shop {shop} is configured here; the shops are {', '.join(shops)}.")
+        days = request.query_params.get("days", "") or str(RANGES[0])
+        if days not in {str(r) for r in RANGES}:
+            raise InvalidViewError(f"days is {' or '.join(map(str, RANGES))}, not {days}.")
+        return View(shop=shop, days=int(days))
+
+    def _bad_view(self, request: Request, error: InvalidViewError) -> Response:
+        if request.headers.get(FRAGMENT_HEADER) or request.method != "GET":
+            return self._html(f"<p>{escape(str(error))}</p>", 400)
+        return self._render("empty.html", {"error": str(error), "shops_configured": True}, 400)
 
     async def page(self, request: Request) -> Response:
         caller = self._caller(request)
-        if caller is None:
-            return self._unauthenticated(request)
-        view = self._view(request)
+        if isinstance(caller, Response):
+            return caller
+        try:
+            view = self._view(request)
+        except InvalidViewError as error:
+            return self._bad_view(request, error)
         if view is None or self._ctx.dashboard is None:
-            return self._render("empty.html", {"caller": caller, "shops_configured": view is not None}, 503)
+            return self._render("empty.html", {"error": "", "shops_configured": view is not None}, 503)
         data = await run_in_threadpool(self._gather, self._ctx.dashboard, view, PANELS)
         requeued = request.query_params.get("requeued", "")
+        notice = requeued_notice(int(requeued)) if REQUEUED_COUNT.fullmatch(requeued) else ""
         return self._render("dashboard.html", {
             **data, "caller": caller, "view": view, "shops": sorted(self._ctx.shops), "ranges": RANGES,
-            "panels": PANELS, "notice": requeued_notice(int(requeued)) if requeued.isdigit() else "",
+            "panels": PANELS, "notice": notice,
         })
 
     async def panel(self, request: Request) -> Response:
         caller = self._caller(request)
-        if caller is None:
-            return self._unauthenticated(request)
+        if isinstance(caller, Response):
+            return caller
         name = request.path_params["panel"]
-        view = self._view(request)
+        try:
+            view = self._view(request)
+        except InvalidViewError as error:
+            return self._bad_view(request, error)
         if name not in PANELS or view is None or self._ctx.dashboard is None:
             return self._html("<p>No such panel.</p>", 404)
         data = await run_in_threadpool(self._gather, self._ctx.dashboard, view, (name,))
@@ -249,29 +290,34 @@ class Dashboard:
 
     async def retry_one(self, request: Request) -> Response:
         delivery_id = int(request.path_params["delivery_id"])
-        return await self._act(
-            request, lambda s, view: s.retry_dead(s.clock.now(), view.shop, delivery_id))
+        return await self._act(request, delivery_id)
 
     async def retry_all(self, request: Request) -> Response:
-        # The very code `recapture deliveries retry --shop` runs.
-        return await self._act(request, lambda s, view: s.retry_dead(s.clock.now(), view.shop, None))
+        return await self._act(request, None)
 
-    async def _act(self, request: Request, action: Callable[[DashboardServices, View], int]) -> Response:
-        """Requeue dead letters (how many: `action`), then show the list again: in place, or by redirecting back."""
+    async def _act(self, request: Request, delivery_id: int | None) -> Response:
+        """Requeue the shop's dead letters (one, or all of them), then show the list again: in place, or by
+        redirecting back. The shop filter is what keeps a crafted id from touching another shop's delivery."""
         caller = self._caller(request)
-        if caller is None:
-            return self._unauthenticated(request)
+        if isinstance(caller, Response):
+            return caller
         try:
             form = await self._form(request)
         except BodyTooLargeError:
             return self._html("<p>Request too large.</p>", 413)
         if self._csrf_refused(caller, request, form):
             return self._html("<p>This form has expired: reload the dashboard and try again.</p>", 403)
-        view = self._view(request)
+        try:
+            view = self._view(request)
+        except InvalidViewError as error:
+            return self._bad_view(request, error)
         services = self._ctx.dashboard
         if view is None or services is None:
             return self._html("<p>No shop is configured.</p>", 404)
-        requeued = await run_in_threadpool(action, services, view)
+        if delivery_id is not None and delivery_id > MAX_ROW_ID:
+            return self._html(f"<p>No delivery #{delivery_id} exists.</p>", 404)
+        # The very code `recapture deliveries retry --shop` runs.
+        requeued = await run_in_threadpool(services.retry_dead, services.clock.now(), view.shop, delivery_id)
         log.info("dashboard_retry", shop=view.shop, requeued=requeued)
         if not request.headers.get(FRAGMENT_HEADER):
             # A count, not a message, goes in the URL: a link must not be able to put words on the page.
@@ -295,16 +341,16 @@ class Dashboard:
             form = await self._form(request)
         except BodyTooLargeError:
             return self._html("<p>Request too large.</p>", 413)
-        peer = request.client.host if request.client else "unknown"
-        address = client_ip(peer, request.headers.get("x-forwarded-for"), self._ctx.settings.trusted_networks)
+        address = self._client_address(request)
         target = safe_next(form.get("next"))
-        if not self._throttle.allow(address or "unknown"):
-            return self._login_form(request, "Too many attempts: wait a minute and try again.", 429, target)
+        if self._throttle.blocked(address):
+            return self._login_form(request, "Too many failed sign-ins: wait a minute and try again.", 429, target)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not nonce or not token_matches(form.get("login_nonce", ""), nonce):
             return self._login_form(request, "The login form expired: please try again.", 403, target)
         expected = self._ctx.settings.admin_token
         if expected is None or not token_matches(form.get("token", ""), expected.get_secret_value()):
+            self._throttle.failed(address)
             return self._login_form(request, "That is not the admin token.", 401, target)
         cookie, _ = self._signer.issue()
         response = RedirectResponse(target, 303)
@@ -325,8 +371,8 @@ class Dashboard:
 
     async def logout(self, request: Request) -> Response:
         caller = self._caller(request)
-        if caller is None:
-            return self._unauthenticated(request)
+        if isinstance(caller, Response):
+            return caller
         try:
             form = await self._form(request)
         except BodyTooLargeError:
