@@ -97,3 +97,30 @@ def test_secrets_never_appear_in_status_metrics_or_errors(client: TestClient, se
     secrets = [settings.shopify_webhook_secret, settings.admin_token, settings.secret_key]
     for secret in secrets:
         assert all(secret.get_secret_value() not in body for body in bodies)
+
+
+def test_guessing_the_admin_token_is_throttled_and_the_right_token_then_waits_too(client: TestClient) -> None:
+    """Ten wrong tokens from one client, then 429 for a minute, even with the right one (a guess learns nothing)."""
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert [client.get("/admin/status", headers=wrong).status_code for _ in range(10)] == [401] * 10
+    refused = client.get("/admin/status", headers=AUTH)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_failures"
+
+
+def test_a_destination_error_quoting_an_email_is_stored_and_shown_masked(runtime: Runtime, client: TestClient) -> None:
+    """Platforms quote the address they refused; recapture keeps and shows the error without it."""
+    from recapture.adapters.storage.schema import deliveries
+    from recapture.domain.delivery import DeliveryEvent, DeliveryProfile
+
+    event = DeliveryEvent(shop=SHOP, metric="Cart Abandoned - Recaptured", unique_id="u-1", time=runtime.clock.now(),
+                          profile=DeliveryProfile(email="ann.lee@example.com"), properties={})
+    delivery_id = runtime.outbox.enqueue("klaviyo", event, runtime.clock.now())
+    assert delivery_id is not None
+    runtime.outbox.reschedule(delivery_id, None, '400: {"detail": "invalid email ann.lee@example.com"}')
+    with runtime.engine.connect() as conn:
+        stored = conn.execute(deliveries.select()).one().last_error
+    status = client.get("/admin/status", headers=AUTH).text
+    for text in (stored, status):
+        assert "ann.lee@example.com" not in text
+        assert "a***@e***.com" in text

@@ -27,9 +27,9 @@ from recapture.adapters.web.charts import (
 )
 from recapture.adapters.web.panels import format_lift, format_revenue, funnel_panel, lift_panel, period_label
 from recapture.adapters.web.read_model import _Link, explain_resolution, person_label
-from recapture.adapters.web.redaction import scrub_contacts
 from recapture.adapters.web.routes import from_trusted_proxy, report_window, safe_next
 from recapture.domain.events import IdentifierType
+from recapture.domain.masking import scrub_contacts
 
 SVG = "{http://www.w3.org/2000/svg}"
 DAYS = ["Oct 1", "Oct 2", "Oct 3", "Oct 4"]

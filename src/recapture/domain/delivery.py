@@ -71,3 +71,10 @@ Delivery = DeliveryEvent | ProfileUpdate | Subscription
 DELIVERY_KINDS: dict[str, type[DeliveryEvent] | type[ProfileUpdate] | type[Subscription]] = {
     "event": DeliveryEvent, "profile": ProfileUpdate, "subscription": Subscription,
 }
+
+
+def health_colour(dead: int, oldest_waiting_seconds: float) -> str:
+    """A destination's health at a glance: red with dead letters or a wait over an hour, amber over a minute."""
+    if dead or oldest_waiting_seconds > 3600:
+        return "red"
+    return "amber" if oldest_waiting_seconds > 60 else "green"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 
 import msgspec
@@ -10,8 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from recapture.adapters.clock import ClockWentBackwardsError, ManualClock
+from recapture.adapters.http.client_ip import client_ip
 from recapture.adapters.http.context import HttpContext
 from recapture.adapters.http.responses import error_response, json_response
+from recapture.adapters.web.auth import token_matches
 
 
 class ClockRequest(msgspec.Struct):
@@ -19,13 +20,18 @@ class ClockRequest(msgspec.Struct):
 
 
 def authorized(request: Request, ctx: HttpContext) -> Response | None:
-    """None when the caller holds the admin token, else the response that refuses it."""
+    """None when the caller holds the admin token, else the response that refuses it (429 while guessing)."""
     expected = ctx.settings.admin_token
     given = request.headers.get("authorization", "")
     scheme, _, token = given.partition(" ")
     if expected is None:
         return error_response(401, "admin_disabled", "set RECAPTURE_ADMIN_TOKEN to use admin endpoints")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+    peer = request.client.host if request.client else None
+    address = client_ip(peer, request.headers.get("x-forwarded-for"), ctx.settings.trusted_networks)
+    if ctx.token_guesses.blocked(address):
+        return error_response(429, "too_many_failures", "too many wrong admin tokens from here: wait a minute")
+    if scheme.lower() != "bearer" or not token_matches(token, expected.get_secret_value()):
+        ctx.token_guesses.failed(address)
         return error_response(401, "unauthorized", "send Authorization: Bearer <admin token>")
     return None
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from recapture.adapters.observability.metrics import Metrics
+from recapture.adapters.web.auth import LoginThrottle
 from recapture.adapters.web.services import DashboardServices
 from recapture.application.collector import Collector
 from recapture.application.gap_report import GapReportService
@@ -43,3 +44,5 @@ class HttpContext:
     dashboard: DashboardServices | None = None
     # GET /admin/report (None: not wired, the endpoint answers 503).
     reports: GapReportService | None = None
+    # Failed admin-token guesses per client, shared by /admin/* and /dashboard: guessing on one counts on both.
+    token_guesses: LoginThrottle = field(default_factory=LoginThrottle)

@@ -15,7 +15,8 @@ from recapture.adapters.storage.sealing import Sealer
 from recapture.adapters.storage.transactions import Transactions
 from recapture.application.abandonment import SessionRecord
 from recapture.application.delivery import QueuedDelivery
-from recapture.domain.delivery import DELIVERY_KINDS, Delivery, DeliveryEvent
+from recapture.domain.delivery import DELIVERY_KINDS, Delivery, DeliveryEvent, health_colour
+from recapture.domain.masking import scrub_contacts
 from recapture.domain.sessions import SessionState, Stage
 
 
@@ -202,14 +203,15 @@ class SqlAbandonmentStore:
 
     def reschedule(self, delivery_id: int, not_before: datetime | None, error: str) -> None:
         """Try again at `not_before`, or (None) move to the dead letter with the error."""
-        values = {"attempts": deliveries.c.attempts + 1, "last_error": error[:2000]}
+        # A platform quotes back the email it refused: the error is kept (and shown) with contact data masked.
+        values = {"attempts": deliveries.c.attempts + 1, "last_error": scrub_contacts(error)[:2000]}
         with self._tx.begin() as conn:
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
                 **values, **({"not_before": not_before} if not_before else {"status": "dead"})))
 
     def retry_dead(self, now: datetime, shop: str | None = None, delivery_id: int | None = None) -> int:
         """Queue dead letters again (all, a shop's, or one of them); how many were queued."""
-        where = [deliveries.c.status == "dead"] + ([deliveries.c.shop == shop] if shop else [])
+        where = [deliveries.c.status == "dead"] + ([deliveries.c.shop == shop] if shop is not None else [])
         where += [deliveries.c.id == delivery_id] if delivery_id is not None else []
         with self._tx.begin() as conn:
             return int(conn.execute(update(deliveries).where(and_(*where)).values(
@@ -234,9 +236,10 @@ class SqlAbandonmentStore:
         health: dict[str, dict[str, object]] = {}
         for destination, tally in counts.items():
             waiting = oldest_pending.get(destination, 0.0)
-            colour = "red" if tally["dead"] or waiting > 3600 else "amber" if waiting > 60 else "green"
+            error = errors.get(destination)
             health[destination] = {**tally, "oldest_undelivered_seconds": waiting,
-                                   "last_error": errors.get(destination), "health": colour}
+                                   "last_error": scrub_contacts(error) if error else None,
+                                   "health": health_colour(tally["dead"], waiting)}
         return health
 
     def count_deliveries(self, now: datetime) -> dict[str, int]:

@@ -292,3 +292,4 @@ deliveries = Table(
     UniqueConstraint("shop", "destination", "unique_id", name="uq_deliveries_unique"),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.not_before)
+Index("ix_deliveries_shop_status", deliveries.c.shop, deliveries.c.status, deliveries.c.destination)

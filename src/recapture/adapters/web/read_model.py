@@ -24,10 +24,9 @@ from recapture.adapters.storage.schema import (
     persons,
 )
 from recapture.adapters.storage.transactions import Transactions
-from recapture.adapters.web.redaction import scrub_contacts
 from recapture.adapters.web.services import DeadLetter, DestinationHealth, ResolvedEvent
 from recapture.domain.events import IdentifierType
-from recapture.domain.masking import masked
+from recapture.domain.masking import masked, scrub_contacts
 
 # How `str(DeliveryError)` begins for a 429, and what local pacing says (adapters/destinations/klaviyo.py).
 THROTTLE_PATTERNS = ("429:%", "%paced locally%")

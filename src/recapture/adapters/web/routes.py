@@ -31,7 +31,6 @@ from recapture.adapters.web.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     SESSION_SECONDS,
-    LoginThrottle,
     Session,
     SessionSigner,
     token_matches,
@@ -138,7 +137,7 @@ class Dashboard:
         self._ctx = ctx
         token = ctx.settings.admin_token
         self._signer = SessionSigner(token.get_secret_value()) if token is not None else None
-        self._throttle = LoginThrottle()
+        self._throttle = ctx.token_guesses
         self._templates = Environment(
             loader=PackageLoader("recapture.adapters.web", "templates"),
             autoescape=select_autoescape(["html"]), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from recapture.application.ports import Clock
+from recapture.domain.delivery import health_colour
 
 # (shop, since, until, period "day" | "week") -> the gap report's JSON document (docs/report.md).
 GapReport = Callable[[str, datetime, datetime, str], Mapping[str, Any]]
@@ -31,10 +32,8 @@ class DestinationHealth:
 
     @property
     def health(self) -> str:
-        """The colour rule of `recapture deliveries status`: red with dead letters or a wait over an hour."""
-        if self.dead or self.oldest_pending_seconds > 3600:
-            return "red"
-        return "amber" if self.oldest_pending_seconds > 60 else "green"
+        """The colour rule of `recapture deliveries status`."""
+        return health_colour(self.dead, self.oldest_pending_seconds)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

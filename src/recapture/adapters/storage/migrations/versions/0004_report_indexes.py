@@ -1,4 +1,4 @@
-"""Indexes for the gap report and the dashboard: abandonments by time abandoned, and by their delivery.
+"""Indexes for the gap report and the dashboard: abandonments by time and by delivery, deliveries by shop.
 
 Revision ID: 0004
 Revises: 0003
@@ -16,8 +16,11 @@ def upgrade() -> None:
     # The report selects a shop's abandonments by when they were abandoned; the dead-letter list joins on delivery.
     op.create_index("ix_abandonments_shop_abandoned", "abandonments", ["shop", "abandoned_at"])
     op.create_index("ix_abandonments_delivery", "abandonments", ["delivery_id"])
+    # The dashboard counts a shop's deliveries by status and destination every few seconds.
+    op.create_index("ix_deliveries_shop_status", "deliveries", ["shop", "status", "destination"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_shop_status", table_name="deliveries")
     op.drop_index("ix_abandonments_delivery", table_name="abandonments")
     op.drop_index("ix_abandonments_shop_abandoned", table_name="abandonments")
