@@ -14,7 +14,7 @@ Every figure is printed next to the limit it is compared with, both measured in 
                     same generator against the bare endpoint gives the floor it can measure.
 4. batched ingest   `recapture serve`, 100 envelopes per request: events/s; target >= 20,000 (SQLite) /
                     >= 10,000 (PostgreSQL).
-5. raw inserts      the driver's executemany of the very event rows recapture writes for the envelope, 100 per
+5. raw inserts      the driver's bulk path (COPY / executemany) of the very event rows recapture writes, 100 per
                     transaction, each committed, into the same database with recapture's engine settings: the
                     database's limit; ratio of (4) to it.
 
@@ -404,19 +404,17 @@ def run_open_loop(port: int, rate: float, seconds: float, run_tag: str) -> dict[
 
 
 def raw_insert_rate(database_url: str, seconds: float, batch: int = BATCH) -> dict[str, Any]:
-    """Rows/s of the driver's executemany into `events`, `batch` rows per committed transaction, on recapture's
-    engine settings.
+    """Rows/s of the driver's bulk path into `events` (COPY on PostgreSQL, executemany on SQLite), `batch` rows per
+    committed transaction, on recapture's engine settings.
 
-    The row is the one recapture itself writes for the benchmark envelope (normalized, sealed, encoded), made once;
-    the timed loop only gives it a new event id and does the database work: one prepared INSERT through the
-    driver's executemany (sqlite3 / psycopg), commit. No identifier rows, no duplicate check: the database's limit.
+    The row is the one recapture itself writes for the benchmark envelope (normalized, sealed), made once; the timed
+    loop only gives it a new event id and does the database work through the very insert recapture uses
+    (`BulkInsert`: each value encoded by its column type, then the driver), commit. No identifier rows, no
+    duplicate check, no id read-back: the database's limit.
     """
-    from sqlalchemy import bindparam, insert
-
     from recapture.adapters.http.wire import read_envelope
     from recapture.adapters.storage.database import make_engine
-    from recapture.adapters.storage.event_store import _EVENT_COLUMNS, SqlEventStore
-    from recapture.adapters.storage.schema import events
+    from recapture.adapters.storage.event_store import _EVENT_COLUMNS, _INSERT_EVENTS, SqlEventStore
     from recapture.adapters.storage.sealing import Sealer
     from recapture.domain.shopify_pixel import RequestFacts, normalize_pixel_event
 
@@ -425,18 +423,14 @@ def raw_insert_rate(database_url: str, seconds: float, batch: int = BATCH) -> di
     envelope = read_envelope(f"{prefix}raw{suffix}".encode(), 1 << 20)
     facts = RequestFacts(received_at=datetime.now(UTC), ip="127.0.0.1", user_agent=None)
     event = normalize_pixel_event(envelope, facts)  # type: ignore[arg-type]
-    values = list(SqlEventStore(engine, Sealer(secrets.token_hex(16)))._event_row(event))
-    values[_EVENT_COLUMNS.index("source")] = "bench_raw"  # apart from recapture's own rows
-    # Encoded once by the columns' own processors, as recapture's insert encodes them; bound positionally or by name.
-    dialect = engine.dialect
-    compiled = insert(events).values({c: bindparam(c) for c in _EVENT_COLUMNS}).compile(dialect=dialect)
-    sql, names = compiled.string, list(compiled.positiontup or ()) if compiled.positional else list(_EVENT_COLUMNS)
-    processors = [events.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in _EVENT_COLUMNS]
-    encoded = {c: v if p is None or v is None else p(v) for c, v, p in zip(_EVENT_COLUMNS, values, processors, strict=True)}
+    template = list(SqlEventStore(engine, Sealer(secrets.token_hex(16)))._event_row(event))
+    template[_EVENT_COLUMNS.index("source")] = "bench_raw"  # apart from recapture's own rows
+    id_at = _EVENT_COLUMNS.index("source_event_id")
 
-    def row(source_event_id: str) -> Any:
-        encoded["source_event_id"] = source_event_id
-        return tuple(encoded[c] for c in names) if compiled.positional else dict(encoded)
+    def row(source_event_id: str) -> list[Any]:
+        values = list(template)
+        values[id_at] = source_event_id
+        return values
 
     tag = secrets.token_hex(4)
     rows = 0
@@ -447,14 +441,14 @@ def raw_insert_rate(database_url: str, seconds: float, batch: int = BATCH) -> di
         os.sched_setaffinity(0, {0})
     try:
         with engine.begin() as conn:  # warm the connection and the statement cache
-            conn.exec_driver_sql(sql, [row(f"raw-{tag}-warm-{i}") for i in range(batch)])
+            _INSERT_EVENTS.execute(conn, [row(f"raw-{tag}-warm-{i}") for i in range(batch)])
         chunks = ([row(f"raw-{tag}-{n}-{i}") for i in range(batch)] for n in range(10**9))
         start = time.perf_counter()
         deadline = start + seconds
         while time.perf_counter() < deadline:
             chunk = next(chunks)
             with engine.begin() as conn:
-                conn.exec_driver_sql(sql, chunk)
+                _INSERT_EVENTS.execute(conn, chunk)
             rows += batch
             batches += 1
         elapsed = time.perf_counter() - start
@@ -664,7 +658,7 @@ def bench_backend(backend: str, database_url: str, args: argparse.Namespace, wor
     # 5. the database's own limit
     raw = raw_insert_rate(database_url, min(seconds, args.raw_seconds))
     print(f"  raw inserts: {raw['rows_per_s']:,.0f} rows/s ({raw['commits_per_s']:,.0f} commits/s of {BATCH} rows, "
-          f"SQLAlchemy Core executemany into events, same engine settings) over {raw['seconds']:.1f} s")
+          f"the driver's bulk path into events (COPY on PostgreSQL, executemany on SQLite), same engine settings) over {raw['seconds']:.1f} s")
     target = BATCH_TARGET[backend]
     rows.append(Row(f"[{backend}] batched ingest ({BATCH}/request), events/s (wrk -c16)", f"{events_per_s:,.0f}",
                     f"{raw['rows_per_s']:,.0f} raw rows/s", f"{events_per_s / raw['rows_per_s']:.0%}",

@@ -1,4 +1,5 @@
-"""Many rows into one table through the driver's executemany, with the values encoded as SQLAlchemy would.
+"""Many rows into one table through the driver (COPY on PostgreSQL, executemany elsewhere), with the values
+encoded as SQLAlchemy would.
 
 SQLAlchemy's executemany of a Core insert spends more CPU per row on parameter processing than the database
 spends storing it (measured: about 17 µs of the 70 µs an event cost to store). Here the statement is compiled once
@@ -15,6 +16,9 @@ from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.engine import Connection, Dialect
 
 Processor = Callable[[Any], Any] | None
+# COPY takes three round trips (start, data, end) where psycopg's pipelined executemany takes one: it pays off only
+# for larger groups (measured on PostgreSQL 15: slower below ~32 rows, 1.5-2x faster per row at 64 and more).
+COPY_FROM_ROWS = 32
 
 
 class BulkInsert:
@@ -29,11 +33,27 @@ class BulkInsert:
             return
         sql, positional, order, processors = self._compile(conn.dialect)
         encoded = [self._encode(row, processors) for row in rows]
+        if conn.dialect.name == "postgresql" and len(encoded) >= COPY_FROM_ROWS:
+            self._copy(conn, encoded)
+            return
         if positional:
             parameters: list[Any] = [tuple(values[i] for i in order) for values in encoded]
         else:
             parameters = [dict(zip(self._columns, values, strict=True)) for values in encoded]
         conn.exec_driver_sql(sql, parameters)
+
+    def _copy(self, conn: Connection, rows: list[list[Any]]) -> None:
+        # PostgreSQL's COPY: one statement streaming every row, faster than both an executemany of prepared INSERTs
+        # and a multi-row INSERT (which psycopg would parse anew for each group size). A duplicate key fails the
+        # whole COPY like any INSERT would: the caller then settles the batch one event at a time.
+        columns = ", ".join(self._columns)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(f"COPY {self._table.name} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        finally:
+            cursor.close()
 
     @staticmethod
     def _encode(row: Sequence[Any], processors: tuple[Processor, ...]) -> list[Any]:
