@@ -9,11 +9,13 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from recapture.domain.delivery import DeliveryEvent, DeliveryProfile
 
 SHOP = "demo-store.myshopify.com"
 WEBHOOK_SECRET = "shpss_test_secret"
@@ -126,3 +128,25 @@ def checkout(email: str | None = "Shopper@Example.com", token: str = "chk-token-
         "discountApplications": [{"type": "DISCOUNT_CODE", "title": "WELCOME10", "value": {"percentage": 10}}],
         "order": None,
     }
+
+
+class RecordingDestination:
+    """A destination that accepts everything and remembers it; `failures` are raised, in order, on the next sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[DeliveryEvent] = []
+        self.profiles: list[DeliveryProfile] = []
+        self.subscriptions: list[tuple[str, str | None]] = []
+        self.failures: list[Exception] = []
+
+    def send_event(self, event: DeliveryEvent) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(event)
+
+    def import_profile(self, profile: DeliveryProfile) -> str | None:
+        self.profiles.append(profile)
+        return None
+
+    def subscribe(self, profiles: Sequence[DeliveryProfile], list_id: str) -> None:
+        self.subscriptions += [(list_id, p.email) for p in profiles]

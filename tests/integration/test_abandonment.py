@@ -14,32 +14,13 @@ from starlette.testclient import TestClient
 from recapture.adapters.storage.schema import abandonments
 from recapture.application.delivery import DeliveryWorker
 from recapture.application.delivery_errors import TerminalDeliveryError, TransientDeliveryError
-from recapture.domain.delivery import DeliveryEvent, DeliveryProfile
+from recapture.domain.delivery import DeliveryEvent
 from recapture.domain.sessions import Stage
 from recapture.wiring import Runtime, build_runtime, build_web_app
-from tests.support import SHOP, checkout, envelope, klaviyo_cookie, pixel_event, variant
+from tests.support import SHOP, RecordingDestination, checkout, envelope, klaviyo_cookie, pixel_event, variant
 
 JSON = {"content-type": "application/json"}
 
-
-class RecordingDestination:
-    def __init__(self) -> None:
-        self.sent: list[DeliveryEvent] = []
-        self.profiles: list[DeliveryProfile] = []
-        self.subscriptions: list[tuple[str, str | None]] = []
-        self.failures: list[Exception] = []
-
-    def send_event(self, event: DeliveryEvent) -> None:
-        if self.failures:
-            raise self.failures.pop(0)
-        self.sent.append(event)
-
-    def import_profile(self, profile: DeliveryProfile) -> str | None:
-        self.profiles.append(profile)
-        return None
-
-    def subscribe(self, profiles: Sequence[DeliveryProfile], list_id: str) -> None:
-        self.subscriptions += [(list_id, p.email) for p in profiles]
 
 
 class Store:

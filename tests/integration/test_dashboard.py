@@ -28,7 +28,7 @@ from tests.dashboard_support import (
     native_cart,
     recapture_only_cart,
 )
-from tests.support import ADMIN_TOKEN, AUTH, SHOP
+from tests.support import ADMIN_TOKEN, AUTH, SHOP, RecordingDestination
 
 JSON = {"content-type": "application/json"}
 FRAGMENT = {"X-Dashboard-Fragment": "1"}
@@ -47,19 +47,6 @@ class RefusingDestination:
     def subscribe(self, profiles: Sequence[DeliveryProfile], list_id: str) -> None:
         raise TerminalDeliveryError(400, "refused")
 
-
-class AcceptingDestination:
-    def __init__(self) -> None:
-        self.sent: list[DeliveryEvent] = []
-
-    def send_event(self, event: DeliveryEvent) -> None:
-        self.sent.append(event)
-
-    def import_profile(self, profile: DeliveryProfile) -> str | None:
-        return None
-
-    def subscribe(self, profiles: Sequence[DeliveryProfile], list_id: str) -> None:
-        return None
 
 
 class Shop:
@@ -233,7 +220,7 @@ def test_retry_puts_the_dead_letter_back_in_the_queue_and_it_is_delivered(shop: 
     assert shop.statuses()[dead] == "pending"
     again = shop.client.post(f"/dashboard/dead-letters/{dead}/retry", headers={**FRAGMENT, "X-CSRF-Token": token})
     assert "Nothing was queued again" in again.text
-    accepting = AcceptingDestination()
+    accepting = RecordingDestination()
     shop.deliver(accepting)
     assert shop.statuses()[dead] == "delivered"
     assert [e.profile.email for e in accepting.sent] == [EMAIL]

@@ -8,7 +8,7 @@ cart and orders within the hold window (purchased), and an anonymous visitor vie
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,30 +20,24 @@ from recapture.adapters.storage.report_store import SqlReportStore
 from recapture.adapters.storage.schema import abandonments, conversions, deliveries, persons, sessions
 from recapture.application.delivery import DeliveryWorker
 from recapture.application.gap_report import GapReportService
-from recapture.domain.delivery import DeliveryEvent, DeliveryProfile
 from recapture.domain.gap_report import Period
 from recapture.settings import Settings
 from recapture.wiring import Runtime, build_runtime, build_web_app
-from tests.support import AUTH, SHOP, checkout, envelope, klaviyo_cookie, pixel_event, variant, webhook_headers
+from tests.support import (
+    AUTH,
+    SHOP,
+    RecordingDestination,
+    checkout,
+    envelope,
+    klaviyo_cookie,
+    pixel_event,
+    variant,
+    webhook_headers,
+)
 
 START = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
 JSON = {"content-type": "application/json"}
 
-
-class Recorder:
-    """A destination that accepts everything."""
-
-    def __init__(self) -> None:
-        self.sent: list[DeliveryEvent] = []
-
-    def send_event(self, event: DeliveryEvent) -> None:
-        self.sent.append(event)
-
-    def import_profile(self, profile: DeliveryProfile) -> str | None:
-        return None
-
-    def subscribe(self, profiles: Sequence[DeliveryProfile], list_id: str) -> None:
-        return None
 
 
 class Store:
@@ -51,7 +45,7 @@ class Store:
 
     def __init__(self, runtime: Runtime, client: TestClient) -> None:
         self.runtime, self.client = runtime, client
-        self.destination = Recorder()
+        self.destination = RecordingDestination()
         self.worker = DeliveryWorker(runtime.outbox, {(SHOP, "webhook"): self.destination}, runtime.clock)
 
     @property

@@ -13,7 +13,7 @@ from rich.text import Text
 
 LIFT_MEANING = (
     "lift: abandonments recapture delivered for shoppers Klaviyo could not identify ÷ the abandonments Klaviyo "
-    "identified itself (+38% = 38 more abandonment emails for every 100 Klaviyo's own flows could send)"
+    "identified itself (+N% = N more abandonment emails for every 100 Klaviyo's own flows could send)"
 )
 REASON_LABELS = {
     "purchased": "purchased", "stronger_stage": "stronger stage", "cool_down": "cool-down",

@@ -180,6 +180,19 @@ class Dashboard:
             return self._unauthenticated(request)
         return Caller(session, self._signer.csrf_token(session))
 
+    async def _checked_post(self, request: Request) -> Caller | Response:
+        """The caller of a state-changing POST, or the refusal: not signed in, too large, no valid CSRF token."""
+        caller = self._caller(request)
+        if isinstance(caller, Response):
+            return caller
+        try:
+            form = await self._form(request)
+        except BodyTooLargeError:
+            return self._html("<p>Request too large.</p>", 413)
+        if self._csrf_refused(caller, request, form):
+            return self._html("<p>This form has expired: reload the dashboard and try again.</p>", 403)
+        return caller
+
     def _csrf_refused(self, caller: Caller, request: Request, form: dict[str, str]) -> bool:
         if caller.session is None or self._signer is None:
             return False
@@ -297,15 +310,9 @@ class Dashboard:
     async def _act(self, request: Request, delivery_id: int | None) -> Response:
         """Requeue the shop's dead letters (one, or all of them), then show the list again: in place, or by
         redirecting back. The shop filter is what keeps a crafted id from touching another shop's delivery."""
-        caller = self._caller(request)
+        caller = await self._checked_post(request)
         if isinstance(caller, Response):
             return caller
-        try:
-            form = await self._form(request)
-        except BodyTooLargeError:
-            return self._html("<p>Request too large.</p>", 413)
-        if self._csrf_refused(caller, request, form):
-            return self._html("<p>This form has expired: reload the dashboard and try again.</p>", 403)
         try:
             view = self._view(request)
         except InvalidViewError as error:
@@ -369,15 +376,9 @@ class Dashboard:
         return response
 
     async def logout(self, request: Request) -> Response:
-        caller = self._caller(request)
+        caller = await self._checked_post(request)
         if isinstance(caller, Response):
             return caller
-        try:
-            form = await self._form(request)
-        except BodyTooLargeError:
-            return self._html("<p>Request too large.</p>", 413)
-        if self._csrf_refused(caller, request, form):
-            return self._html("<p>This form has expired: reload the dashboard and try again.</p>", 403)
         if caller.session is not None and self._signer is not None:
             self._signer.revoke(caller.session)
         response = RedirectResponse("/dashboard/login", 303)
