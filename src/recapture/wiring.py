@@ -140,6 +140,7 @@ class Runtime:
                 "duplicates": self.metrics.total(self.metrics.duplicates),
                 "stored": counts.stored,
                 "processed": counts.processed,
+                "set_aside": counts.set_aside,
             },
             "queues": {
                 "ingest": {"depth": self.writer.waiting},
@@ -172,6 +173,8 @@ class Runtime:
             log.exception("processing_failed")
             return 0
         self.metrics.record_processing(result)
+        for event_id, reason in result.failures:  # the reason carries no contact data (scrubbed)
+            log.error("event_set_aside", event_id=event_id, reason=reason)
         self.metrics.record_abandonments(decided)
         return result.processed + sum(decided.values())
 

@@ -9,6 +9,8 @@ from starlette.testclient import TestClient
 from recapture.wiring import Runtime
 from tests.support import AUTH, SHOP, envelope, pixel_event
 
+JSON = {"content-type": "application/json"}
+
 
 def test_admin_endpoints_require_the_bearer_token(client: TestClient) -> None:
     """No token or a wrong token: 401, for the clock and for status."""
@@ -124,3 +126,33 @@ def test_a_destination_error_quoting_an_email_is_stored_and_shown_masked(runtime
     for text in (stored, status):
         assert "ann.lee@example.com" not in text
         assert "a***@e***.com" in text
+
+
+def test_an_event_that_fails_processing_is_set_aside_and_the_queue_goes_on(
+    runtime: Runtime, client: TestClient, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """One poison event: its batch is retried one by one, the event is set aside with a scrubbed reason, the rest
+    are processed, and the status and metrics count it."""
+    for name in ("good-1", "poison", "good-2"):
+        event = pixel_event(event_id=name, client_id=f"device-{name}")
+        assert client.post("/collect/shopify", content=json.dumps(envelope(event)), headers=JSON).status_code == 200
+    resolver = runtime.processor._resolver
+    resolve = resolver.resolve
+    poisoned = {"device-poison"}
+
+    def failing(event):  # type: ignore[no-untyped-def]
+        if any(i.value in poisoned for i in event.identifiers):
+            raise ValueError("cannot handle ann@example.com")
+        return resolve(event)
+
+    monkeypatch.setattr(resolver, "resolve", failing)
+    result = runtime.processor.run_once()
+    assert result.processed == 2
+    [(_, reason)] = result.failures
+    assert reason.startswith("ValueError: cannot handle")
+    assert "ann@example.com" not in reason
+    runtime.metrics.record_processing(result)
+    status = client.get("/admin/status", headers=AUTH).json()
+    assert status["events"]["set_aside"] == 1
+    assert status["queues"]["processing"]["depth"] == 0
+    assert "recapture_events_set_aside_total 1.0" in client.get("/metrics").text

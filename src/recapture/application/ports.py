@@ -35,6 +35,7 @@ class EventCounts:
     stored: int
     processed: int
     pending: int
+    set_aside: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +53,10 @@ class EventStore(Protocol):
     def pending(self, limit: int) -> list[PendingEvent]: ...
 
     def mark_processed(self, ids: Sequence[int], at: datetime) -> None: ...
+
+    def set_aside(self, event_id: int, at: datetime, reason: str) -> None:
+        """Take an event that cannot be processed out of the queue, keeping it and the reason."""
+        ...
 
     def counts(self) -> EventCounts: ...
 

@@ -12,6 +12,7 @@ from recapture.application.identity import IdentityResolver
 from recapture.application.ports import Clock, ErasureReport, EventStore, PendingEvent
 from recapture.application.reidentify import DeviceMatcher
 from recapture.domain.events import PRIVACY_KINDS, EventKind, Identifier, IdentifierType
+from recapture.domain.masking import scrub_contacts
 
 # Identifiers a privacy request names the customer by.
 NAMING_TYPES = frozenset({IdentifierType.SHOPIFY_CUSTOMER_ID, IdentifierType.EMAIL, IdentifierType.PHONE})
@@ -39,6 +40,8 @@ class ProcessingResult:
     conflicts: Counter[str] = field(default_factory=Counter)
     blocked: int = 0
     probabilistic_links: int = 0
+    # Events that failed on their own (isolated from their batch) and were set aside, with why.
+    failures: tuple[tuple[int, str], ...] = ()
 
 
 class EventProcessor:
@@ -72,26 +75,53 @@ class EventProcessor:
         pending = self._store.pending(self._batch_size)
         if not pending:
             return ProcessingResult(processed=0)
+        try:
+            with self._unit_of_work():
+                return self._process(pending)
+        except Exception:
+            # One bad event must not wedge the queue (and, with it, every abandonment decision): the batch is rolled
+            # back and its events are tried one by one; an event that fails alone is set aside with its error.
+            return self._process_one_by_one(pending)
+
+    def _process_one_by_one(self, pending: Sequence[PendingEvent]) -> ProcessingResult:
+        results: list[ProcessingResult] = []
+        failures: list[tuple[int, str]] = []
+        for event in pending:
+            try:
+                with self._unit_of_work():
+                    results.append(self._process([event]))
+            except Exception as error:
+                reason = f"{type(error).__name__}: {scrub_contacts(str(error))}"[:500]
+                with self._unit_of_work():
+                    self._store.set_aside(event.id, self._clock.now(), reason)
+                failures.append((event.id, reason))
+        return ProcessingResult(
+            processed=sum(r.processed for r in results), erasures=sum(r.erasures for r in results),
+            identified=sum(r.identified for r in results), conflicts=sum((r.conflicts for r in results), Counter()),
+            blocked=sum(r.blocked for r in results),
+            probabilistic_links=sum(r.probabilistic_links for r in results), failures=tuple(failures),
+        )
+
+    def _process(self, pending: Sequence[PendingEvent]) -> ProcessingResult:
         conflicts: Counter[str] = Counter()
         identified = blocked = erasures = guesses = 0
         assignments: list[tuple[int, int]] = []
-        with self._unit_of_work():
-            for event in pending:
-                if event.kind in PRIVACY_KINDS:
-                    erasures += self._handle_privacy(event)
-                    continue
-                resolution = self._resolver.resolve(event)
-                if resolution.person is not None:
-                    assignments.append((event.id, resolution.person))
-                    if self._matcher is not None and self._matcher.observe(event, resolution.person) is not None:
-                        guesses += 1
-                if self._tracker is not None:
-                    self._tracker.track(event, resolution.person)
-                identified += resolution.identified
-                blocked += resolution.blocked
-                conflicts.update(c.kind.value for c in resolution.conflicts)
-            self._people.assign_events(assignments)
-            self._store.mark_processed([e.id for e in pending], self._clock.now())
+        for event in pending:
+            if event.kind in PRIVACY_KINDS:
+                erasures += self._handle_privacy(event)
+                continue
+            resolution = self._resolver.resolve(event)
+            if resolution.person is not None:
+                assignments.append((event.id, resolution.person))
+                if self._matcher is not None and self._matcher.observe(event, resolution.person) is not None:
+                    guesses += 1
+            if self._tracker is not None:
+                self._tracker.track(event, resolution.person)
+            identified += resolution.identified
+            blocked += resolution.blocked
+            conflicts.update(c.kind.value for c in resolution.conflicts)
+        self._people.assign_events(assignments)
+        self._store.mark_processed([e.id for e in pending], self._clock.now())
         return ProcessingResult(
             processed=len(pending), erasures=erasures, identified=identified, conflicts=conflicts, blocked=blocked,
             probabilistic_links=guesses,

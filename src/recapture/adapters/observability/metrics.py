@@ -29,6 +29,10 @@ class Metrics:
         )
         self.processed = Counter("recapture_events_processed", "Events worked off the processing queue",
                                  registry=self.registry)
+        self.set_aside = Counter(
+            "recapture_events_set_aside", "Events that failed processing on their own and were taken out of the queue",
+            registry=self.registry,
+        )
         self.identified = Counter(
             "recapture_events_identified", "Processed events that named their person (email, phone, customer id)",
             registry=self.registry,
@@ -70,6 +74,7 @@ class Metrics:
         self.processed.inc(result.processed)
         self.identified.inc(result.identified)
         self.probabilistic.inc(result.probabilistic_links)
+        self.set_aside.inc(len(result.failures))
         for kind, count in result.conflicts.items():
             self.conflicts.labels(kind=kind).inc(count)
 

@@ -217,13 +217,16 @@ class SqlEventStore:
             for chunk in _chunks(ids):
                 conn.execute(update(events).where(events.c.id.in_(chunk)).values(processed_at=at))
 
+    def set_aside(self, event_id: int, at: datetime, reason: str) -> None:
+        with self._tx.begin() as conn:
+            conn.execute(update(events).where(events.c.id == event_id).values(processed_at=at, processing_error=reason))
+
     def counts(self) -> EventCounts:
         with self._tx.begin() as conn:
-            stored = conn.execute(select(func.count()).select_from(events)).scalar_one()
-            pending = conn.execute(
-                select(func.count()).select_from(events).where(events.c.processed_at.is_(None))
-            ).scalar_one()
-        return EventCounts(stored=stored, processed=stored - pending, pending=pending)
+            # One pass: count(column) counts the rows where it is set.
+            stored, processed, set_aside = conn.execute(select(
+                func.count(), func.count(events.c.processed_at), func.count(events.c.processing_error))).one()
+        return EventCounts(stored=stored, processed=processed, pending=stored - processed, set_aside=set_aside)
 
     def read_raw(self, event_id: int) -> bytes:
         with self._tx.begin() as conn:

@@ -77,6 +77,8 @@ events = Table(
     Column("person_id", Id),
     # Names, town and marketing opt-in the shopper typed (ProfileFacts), sealed.
     Column("sealed_profile", LargeBinary),
+    # Why processing set the event aside (it failed on its own); NULL for every event processed normally.
+    Column("processing_error", Text),
     UniqueConstraint("shop", "source", "source_event_id", name="uq_events_source_id"),
 )
 Index("ix_events_shop_occurred", events.c.shop, events.c.occurred_at)
