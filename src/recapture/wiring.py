@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from recapture.settings import Settings, ShopSettings
 
 log = structlog.get_logger("recapture")
 IDLE_POLL_SECONDS = 0.2
+SHARED_BATCH = 25  # events per processing transaction while the same process is busy acknowledging events
 DEFAULT_HOLDS = {Stage.CHECKOUT: 60, Stage.CART: 60, Stage.BROWSE: 60, Stage.SESSION: 120}
 NO_DELIVERY = ShopDelivery(policy=AbandonmentPolicy(), destinations=())
 
@@ -159,15 +161,24 @@ class Runtime:
 
     async def run_worker(self) -> None:
         self._loop = asyncio.get_running_loop()
+        ingest_busy = False
         while True:
-            if await self._work_once() == 0:
+            commits, started = self.writer.commits, time.perf_counter()
+            # While ingest is busy in this process, small batches: a batch's transaction holds SQLite's write lock,
+            # which every acknowledgement waits for.
+            if await self._work_once(SHARED_BATCH if ingest_busy else None) == 0:
                 await _idle(self.processing_wanted)
-            else:
-                self.delivery_wanted.set()  # decisions may have queued deliveries
+                continue
+            self.delivery_wanted.set()  # decisions may have queued deliveries
+            ingest_busy = self.writer.commits != commits
+            if ingest_busy:
+                # And at least as much time as the batch took: acknowledging events must stay fast, processing may
+                # lag (hold windows are an hour long).
+                await asyncio.sleep(time.perf_counter() - started)
 
-    async def _work_once(self) -> int:
+    async def _work_once(self, limit: int | None = None) -> int:
         try:
-            result = await asyncio.to_thread(self.processor.run_once)
+            result = await asyncio.to_thread(self.processor.run_once, limit)
             decided = await asyncio.to_thread(self.abandonment.run_due, self.clock.now())
         except Exception:
             log.exception("processing_failed")

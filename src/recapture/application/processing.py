@@ -71,8 +71,9 @@ class EventProcessor:
         self._unit_of_work = unit_of_work
         self._batch_size = batch_size
 
-    def run_once(self) -> ProcessingResult:
-        pending = self._store.pending(self._batch_size)
+    def run_once(self, limit: int | None = None) -> ProcessingResult:
+        """Work off up to `limit` (default: the batch size) of the oldest unprocessed events in one transaction."""
+        pending = self._store.pending(limit or self._batch_size)
         if not pending:
             return ProcessingResult(processed=0)
         try:
