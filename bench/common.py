@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import socket
+import subprocess
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -47,3 +49,15 @@ def print_table(headers: Any, rows: Sequence[Any], columns: Sequence[str]) -> No
         if i == 0:
             print(line)
     print(line)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGINT, grace: float = 20) -> None:
+    """Ask a server to stop, give it `grace` seconds to finish its work, then kill it."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

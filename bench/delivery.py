@@ -74,7 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
-from common import free_port, postgres_database  # noqa: E402
+from common import free_port, postgres_database, stop_process  # noqa: E402
 from tests.support import (  # noqa: E402
     ADMIN_TOKEN,
     SECRET_KEY,
@@ -194,14 +194,7 @@ class Service:
 
     def __exit__(self, *_: object) -> None:
         self.http.close()
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, signal.SIGTERM, grace=30)
 
     def alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:

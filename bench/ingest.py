@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
-from common import free_port, postgres_database  # noqa: E402
+from common import free_port, postgres_database, stop_process  # noqa: E402
 from tests.support import SHOP, envelope, pixel_event  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -239,14 +239,7 @@ class Server:
         raise RuntimeError(f"{self.name} did not start within 30 s:\n{self.log_path.read_text()[-3000:]}")
 
     def __exit__(self, *_: object) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, signal.SIGINT, grace=20)
 
 
 def run_wrk(url: str, script: str, seconds: float, connections: int, workdir: Path, timeout_s: int = 10) -> dict[str, Any]:
