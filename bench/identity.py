@@ -62,7 +62,6 @@ import multiprocessing as mp
 import os
 import platform
 import random
-import secrets
 import shutil
 import sqlite3
 import statistics
@@ -80,7 +79,8 @@ from queue import Empty
 from typing import Any
 
 import psycopg
-from sqlalchemy import Table, create_engine, select, text
+from common import postgres_database
+from sqlalchemy import Table, select, text
 
 from recapture.adapters.storage.database import make_engine, migrate
 from recapture.adapters.storage.identity_graph import SqlIdentityGraph
@@ -95,7 +95,6 @@ from recapture.settings import ShopSettings
 from recapture.wiring import identity_policy
 
 T = IdentifierType
-POSTGRES_ADMIN_URL = os.environ.get("RECAPTURE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 SHOP = "acme-outfitters.myshopify.com"
 SECRET = "4f1d2c7b9e8a6d5c3b2a19087f6e5d4c3b2a1908f7e6d5c4b3a29180f7e6d5c4"  # a bench-only key  # noqa: S105
 BATCH = 200
@@ -519,20 +518,6 @@ def load_postgres(url: str, size: int, start: datetime, links: bool, deadline: f
     loaded.seconds = time.perf_counter() - began
     loaded.detail = "COPY into tables without indexes, the migration's constraints and indexes rebuilt, VACUUM ANALYZE"
     return loaded
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    name = f"recapture_bench_{secrets.token_hex(5)}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextlib.contextmanager

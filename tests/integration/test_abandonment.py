@@ -22,7 +22,6 @@ from tests.support import SHOP, RecordingDestination, checkout, envelope, klaviy
 JSON = {"content-type": "application/json"}
 
 
-
 class Store:
     """A shop with a recording destination, driven by hand: collect, process, advance the clock, decide, deliver."""
 

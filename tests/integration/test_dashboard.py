@@ -48,7 +48,6 @@ class RefusingDestination:
         raise TerminalDeliveryError(400, "refused")
 
 
-
 class Shop:
     """One shop with a webhook destination, driven by hand: collect, process, decide, deliver."""
 

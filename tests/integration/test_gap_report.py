@@ -39,7 +39,6 @@ START = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
 JSON = {"content-type": "application/json"}
 
 
-
 class Store:
     """One shop driven by hand: events in over HTTP, the clock moved, hold windows decided, the outbox delivered."""
 

@@ -25,7 +25,8 @@ class Sealer:
         material = secret.encode()
         self._aead = AESGCM(_derive(material, b"seal-v1"))
         # Copying a keyed HMAC is cheaper than keying a new one for every identifier.
-        self._hash_template = hmac.new(_derive(material, b"identifier-hash-v1"), digestmod=hashlib.sha256)
+        self._hash_key = _derive(material, b"identifier-hash-v1")
+        self._hash_template = hmac.new(self._hash_key, digestmod=hashlib.sha256)
 
     def seal(self, plaintext: bytes) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

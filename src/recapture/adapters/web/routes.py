@@ -222,6 +222,13 @@ class Dashboard:
 
     # -- pages -----------------------------------------------------------------------------------------------------
 
+    def _requested_view(self, request: Request) -> View | Response | None:
+        """The view asked for, or the 400 that says which shop or range is not one."""
+        try:
+            return self._view(request)
+        except InvalidViewError as error:
+            return self._bad_view(request, error)
+
     def _view(self, request: Request) -> View | None:
         """The shop and range asked for (default: the first shop, 7 days); None when no shop is configured."""
         shops = sorted(self._ctx.shops)
@@ -244,10 +251,9 @@ class Dashboard:
         caller = self._caller(request)
         if isinstance(caller, Response):
             return caller
-        try:
-            view = self._view(request)
-        except InvalidViewError as error:
-            return self._bad_view(request, error)
+        view = self._requested_view(request)
+        if isinstance(view, Response):
+            return view
         if view is None or self._ctx.dashboard is None:
             return self._render("empty.html", {"error": "", "shops_configured": view is not None}, 503)
         data = await run_in_threadpool(self._gather, self._ctx.dashboard, view, PANELS)
@@ -263,10 +269,9 @@ class Dashboard:
         if isinstance(caller, Response):
             return caller
         name = request.path_params["panel"]
-        try:
-            view = self._view(request)
-        except InvalidViewError as error:
-            return self._bad_view(request, error)
+        view = self._requested_view(request)
+        if isinstance(view, Response):
+            return view
         if name not in PANELS or view is None or self._ctx.dashboard is None:
             return self._html("<p>No such panel.</p>", 404)
         data = await run_in_threadpool(self._gather, self._ctx.dashboard, view, (name,))
@@ -313,10 +318,9 @@ class Dashboard:
         caller = await self._checked_post(request)
         if isinstance(caller, Response):
             return caller
-        try:
-            view = self._view(request)
-        except InvalidViewError as error:
-            return self._bad_view(request, error)
+        view = self._requested_view(request)
+        if isinstance(view, Response):
+            return view
         services = self._ctx.dashboard
         if view is None or services is None:
             return self._html("<p>No shop is configured.</p>", 404)
