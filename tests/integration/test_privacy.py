@@ -55,6 +55,43 @@ def test_customer_redact_erases_the_customer_and_their_device_history(client: Te
     assert "jane" not in _all_rows(runtime).lower()
 
 
+def test_customer_redact_reaches_events_not_yet_processed(client: TestClient, runtime: Runtime) -> None:
+    """Events wait for processing with their identifiers sealed in their own row; a redact queued behind them (and
+    processed in the same batch) still erases them, and the events it leaves are indexed as processed events are."""
+    jane_browse = pixel_event(event_id="j1", client_id="jane-phone")
+    jane_checkout = pixel_event(name="checkout_started", event_id="j2", client_id="jane-phone",
+                                data={"checkout": checkout(email="jane@example.com", token="tok-jane")})
+    bob_browse = pixel_event(event_id="b1", client_id="bob-laptop")
+    _collect(client, envelope(jane_browse), envelope(jane_checkout), envelope(bob_browse))
+    with runtime.engine.connect() as conn:
+        assert conn.execute(select(event_identifiers)).first() is None  # not indexed before processing
+    _webhook(client, "customers/redact", {
+        "shop_id": 1, "shop_domain": SHOP, "customer": {"id": 42, "email": "jane@example.com", "phone": None},
+        "orders_to_redact": [],
+    }, "wh-redact-early")
+    runtime.processor.run_once()
+    with runtime.engine.connect() as conn:
+        remaining = set(conn.execute(select(events.c.source_event_id)).scalars())
+        unindexed = conn.execute(select(events.c.id).where(events.c.sealed_identifiers.is_not(None))).all()
+        bob_types = set(conn.execute(select(event_identifiers.c.type)).scalars())
+    assert remaining == {"b1"}
+    assert unindexed == []
+    assert bob_types == {"client_id"}
+    assert "jane" not in _all_rows(runtime).lower()
+
+
+def test_operator_erasure_reaches_events_not_yet_processed(client: TestClient, runtime: Runtime) -> None:
+    """`recapture erase` right after a checkout, before the worker saw it, leaves nothing of that shopper."""
+    from recapture.domain.events import Identifier, IdentifierType
+
+    jane_checkout = pixel_event(name="checkout_started", event_id="j2", client_id="jane-phone",
+                                data={"checkout": checkout(email="jane@example.com", token="tok-jane")})
+    _collect(client, envelope(pixel_event(event_id="j1", client_id="jane-phone")), envelope(jane_checkout))
+    outcome = runtime.processor.erase_on_request(SHOP, [Identifier(type=IdentifierType.EMAIL, value="jane@example.com")])
+    assert outcome["events"] == 2
+    assert runtime.store.counts().stored == 0
+
+
 def test_shop_redact_erases_every_event_of_the_shop(client: TestClient, runtime: Runtime) -> None:
     """shop/redact (48 hours after uninstall) deletes all of the shop's events and identifiers."""
     _collect(client, envelope(pixel_event(event_id="a")), envelope(pixel_event(event_id="b")))

@@ -38,7 +38,7 @@ _IN_CHUNK = 500
 
 _EVENT_COLUMNS = (
     "shop", "source", "source_event_id", "kind", "name", "occurred_at", "received_at", "timestamp_flag", "page_url",
-    "ip", "user_agent", "body", "sealed_raw", "sealed_profile",
+    "ip", "user_agent", "body", "sealed_raw", "sealed_profile", "sealed_identifiers",
 )
 _INSERT_EVENTS = BulkInsert(events, _EVENT_COLUMNS)
 _INSERT_IDENTIFIERS = BulkInsert(event_identifiers, ("shop", "event_id", "type", "value_hash", "value", "sealed_value"))
@@ -146,16 +146,9 @@ class SqlEventStore:
         return found
 
     def _insert(self, conn: Connection, fresh: list[CanonicalEvent]) -> None:
-        # executemany of one prepared statement, then one indexed read of the new ids (by the unique key) on both
-        # databases: a multi-row INSERT ... RETURNING is a new statement text per group size, parsed every commit.
+        # One row per event, identifiers sealed inside it: their keyed-hash rows cost more than the event row and
+        # are needed only by processing and erasure, which index them first (`_index`).
         _INSERT_EVENTS.execute(conn, [self._event_row(e) for e in fresh])
-        keys = [(e.shop, e.source.value, e.source_event_id) for e in fresh]
-        ids = self._ids_by_key(conn, keys)
-        _INSERT_IDENTIFIERS.execute(conn, [
-            self._identifier_row(event.shop, ids[key], identifier)
-            for key, event in zip(keys, fresh, strict=True)
-            for identifier in event.identifiers
-        ])
 
     def _event_row(self, event: CanonicalEvent) -> tuple[Any, ...]:
         return (
@@ -163,7 +156,31 @@ class SqlEventStore:
             event.occurred_at, event.received_at, event.timestamp_flag.value, event.page_url, event.device.ip,
             event.device.user_agent, _body(event), self._sealer.seal(event.raw),
             self._sealer.seal(msgspec.json.encode(event.profile)) if event.profile else None,
+            self._seal_identifiers(event.identifiers),
         )
+
+    def _seal_identifiers(self, identifiers: Sequence[Identifier]) -> bytes | None:
+        if not identifiers:
+            return None
+        return self._sealer.seal(msgspec.json.encode([(i.type.value, i.value) for i in identifiers]))
+
+    def _open_identifiers(self, sealed: bytes) -> tuple[Identifier, ...]:
+        pairs = msgspec.json.decode(self._sealer.open(sealed), type=list[tuple[str, str]])
+        return tuple(Identifier(type=IdentifierType(kind), value=value) for kind, value in pairs)
+
+    def _index(self, conn: Connection, *where: Any) -> None:
+        """Write the identifier rows of the not yet indexed events matching `where`, and mark them indexed."""
+        query = select(events.c.id, events.c.shop, events.c.sealed_identifiers).where(
+            *where, events.c.sealed_identifiers.is_not(None))
+        rows = conn.execute(query).all()
+        if not rows:
+            return
+        _INSERT_IDENTIFIERS.execute(conn, [
+            self._identifier_row(row.shop, row.id, identifier)
+            for row in rows for identifier in self._open_identifiers(row.sealed_identifiers)
+        ])
+        for chunk in _chunks([row.id for row in rows]):
+            conn.execute(update(events).where(events.c.id.in_(chunk)).values(sealed_identifiers=None))
 
     def _identifier_row(self, shop: str, event_id: int, identifier: Identifier) -> tuple[Any, ...]:
         contact = identifier.is_contact
@@ -178,18 +195,22 @@ class SqlEventStore:
     def pending(self, limit: int) -> list[PendingEvent]:
         query = (
             select(events.c.id, events.c.shop, events.c.kind, events.c.occurred_at, events.c.ip,
-                   events.c.user_agent, events.c.body, events.c.page_url, events.c.source, events.c.sealed_profile)
+                   events.c.user_agent, events.c.body, events.c.page_url, events.c.source, events.c.sealed_profile,
+                   events.c.sealed_identifiers)
             .where(events.c.processed_at.is_(None))
             .order_by(events.c.id)
             .limit(limit)
         )
         with self._tx.begin() as conn:
             rows = conn.execute(query).all()
-            identifiers = self._identifiers_of(conn, [r.id for r in rows])
+            # An event an erasure indexed early has its identifiers in event_identifiers already.
+            indexed = self._identifiers_of(conn, [r.id for r in rows if r.sealed_identifiers is None])
         return [
             PendingEvent(
                 id=r.id, shop=r.shop, kind=EventKind(r.kind), occurred_at=r.occurred_at,
-                identifiers=tuple(identifiers.get(r.id, ())), device=_device(r.ip, r.user_agent, r.body),
+                identifiers=(self._open_identifiers(r.sealed_identifiers) if r.sealed_identifiers is not None
+                             else tuple(indexed.get(r.id, ()))),
+                device=_device(r.ip, r.user_agent, r.body),
                 commerce=msgspec.convert(r.body["commerce"], Commerce, strict=False),
                 consent=msgspec.convert(r.body["consent"], Consent, strict=False) if r.body.get("consent") else None,
                 page_url=r.page_url, source=r.source, profile=self._profile(r.sealed_profile),
@@ -213,12 +234,15 @@ class SqlEventStore:
         return found
 
     def mark_processed(self, ids: Sequence[int], at: datetime) -> None:
+        # Every processed event is indexed: erasure finds processed events through event_identifiers alone.
         with self._tx.begin() as conn:
             for chunk in _chunks(ids):
+                self._index(conn, events.c.id.in_(chunk))
                 conn.execute(update(events).where(events.c.id.in_(chunk)).values(processed_at=at))
 
     def set_aside(self, event_id: int, at: datetime, reason: str) -> None:
         with self._tx.begin() as conn:
+            self._index(conn, events.c.id == event_id)
             conn.execute(update(events).where(events.c.id == event_id).values(processed_at=at, processing_error=reason))
 
     def counts(self) -> EventCounts:
@@ -240,6 +264,8 @@ class SqlEventStore:
         if not naming:
             return ErasureReport()
         with self._tx.begin() as conn:
+            # Events still waiting for processing are not indexed yet (only processed ones are).
+            self._index(conn, events.c.shop == shop, events.c.processed_at.is_(None))
             direct = self._events_with(conn, shop, [self._hash(shop, i) for i in naming])
             linked = self._linked_events(conn, shop, direct, {self._hash(shop, i) for i in naming})
             doomed = sorted(direct | linked)

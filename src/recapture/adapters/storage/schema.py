@@ -68,8 +68,8 @@ events = Table(
     Column("page_url", Text),
     Column("ip", String(64)),
     Column("user_agent", Text),
-    # The normalized payload (commerce, attribution, consent, device); contact data lives only in `sealed_raw`
-    # and in event_identifiers, both encrypted.
+    # The normalized payload (commerce, attribution, consent, device); contact data lives only in `sealed_raw`,
+    # `sealed_identifiers` and event_identifiers, all encrypted.
     Column("body", Json, nullable=False),
     Column("sealed_raw", LargeBinary, nullable=False),
     Column("processed_at", Timestamp),
@@ -79,6 +79,9 @@ events = Table(
     Column("sealed_profile", LargeBinary),
     # Why processing set the event aside (it failed on its own); NULL for every event processed normally.
     Column("processing_error", Text),
+    # The event's identifiers, sealed, until processing (or an erasure) writes them to event_identifiers and
+    # clears this: ingest writes one row per event and acknowledges sooner.
+    Column("sealed_identifiers", LargeBinary),
     UniqueConstraint("shop", "source", "source_event_id", name="uq_events_source_id"),
 )
 Index("ix_events_shop_occurred", events.c.shop, events.c.occurred_at)

@@ -1,0 +1,27 @@
+"""An event's identifiers travel sealed in its own row until processing indexes them.
+
+Ingest writes one row per event; the per-identifier rows of `event_identifiers` (keyed hashes for erasure and
+lookups) are written when the event is processed, or earlier when an erasure needs them. A non-NULL
+`sealed_identifiers` means "not indexed yet".
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("events") as batch:
+        batch.add_column(sa.Column("sealed_identifiers", sa.LargeBinary()))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("events") as batch:
+        batch.drop_column("sealed_identifiers")
