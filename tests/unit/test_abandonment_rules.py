@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from recapture.domain.abandonment import (
@@ -57,7 +58,7 @@ FINE = Facts(purchased=False, stronger_stage_elsewhere=False, reachable=True, ma
 def test_the_strongest_stage_of_a_session_wins() -> None:
     """View, add to cart, view again: a cart abandonment, with the cart's contents and value."""
     state = session(Seen(EventKind.PAGE_VIEWED), Seen(EventKind.PRODUCT_VIEWED, 1, Commerce(products=(TEE,))),
-                    Seen(EventKind.PRODUCT_ADDED_TO_CART, 2, Commerce(products=(replace(TEE, quantity=2),))),
+                    Seen(EventKind.PRODUCT_ADDED_TO_CART, 2, Commerce(products=(msgspec.structs.replace(TEE, quantity=2),))),
                     Seen(EventKind.PRODUCT_VIEWED, 3, Commerce(products=(TEE,))))
     assert state.stage is Stage.CART
     assert state.cart is not None

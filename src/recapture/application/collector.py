@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+
+import msgspec
 
 from recapture.application.ports import Clock
 from recapture.domain.events import CanonicalEvent
@@ -26,8 +27,7 @@ class ItemStatus(StrEnum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ItemResult:
+class ItemResult(msgspec.Struct, frozen=True, kw_only=True):
     index: int
     status: ItemStatus
     id: str | None = None
@@ -36,8 +36,7 @@ class ItemResult:
     flags: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rejection:
+class Rejection(msgspec.Struct, frozen=True, kw_only=True):
     """An item the edge could not read, with a machine-readable reason."""
 
     code: str

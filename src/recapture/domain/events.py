@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+
+import msgspec
 
 from recapture.domain.profile_facts import ProfileFacts
 
@@ -69,8 +70,7 @@ class IdentifierType(StrEnum):
 CONTACT_TYPES = frozenset({IdentifierType.EMAIL, IdentifierType.PHONE, IdentifierType.KLAVIYO_KNOWN_EMAIL})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Identifier:
+class Identifier(msgspec.Struct, frozen=True, kw_only=True):
     type: IdentifierType
     value: str
 
@@ -79,8 +79,7 @@ class Identifier:
         return self.type in CONTACT_TYPES
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Product:
+class Product(msgspec.Struct, frozen=True, kw_only=True):
     product_id: str | None = None
     variant_id: str | None = None
     sku: str | None = None
@@ -93,8 +92,7 @@ class Product:
     quantity: int = 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Commerce:
+class Commerce(msgspec.Struct, frozen=True, kw_only=True):
     products: tuple[Product, ...] = ()
     value: Decimal | None = None
     currency: str | None = None
@@ -115,24 +113,21 @@ class Commerce:
 EMPTY_COMMERCE = Commerce()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Attribution:
+class Attribution(msgspec.Struct, frozen=True, kw_only=True):
     """Campaign parameters and click ids found on the landing URL."""
 
-    utm: dict[str, str] = field(default_factory=dict)
-    click_ids: dict[str, str] = field(default_factory=dict)
+    utm: dict[str, str] = msgspec.field(default_factory=dict)
+    click_ids: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Consent:
+class Consent(msgspec.Struct, frozen=True, kw_only=True):
     analytics: bool | None = None
     marketing: bool | None = None
     preferences: bool | None = None
     sale_of_data: bool | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Device:
+class Device(msgspec.Struct, frozen=True, kw_only=True):
     ip: str | None = None
     user_agent: str | None = None
     language: str | None = None
@@ -147,8 +142,7 @@ class TimestampFlag(StrEnum):
     MISSING = "missing"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CanonicalEvent:
+class CanonicalEvent(msgspec.Struct, frozen=True, kw_only=True):
     shop: str
     source: Source
     source_event_id: str
@@ -159,12 +153,12 @@ class CanonicalEvent:
     timestamp_flag: TimestampFlag = TimestampFlag.OK
     identifiers: tuple[Identifier, ...] = ()
     commerce: Commerce = EMPTY_COMMERCE
-    attribution: Attribution = field(default_factory=Attribution)
+    attribution: Attribution = msgspec.field(default_factory=Attribution)
     consent: Consent | None = None
-    device: Device = field(default_factory=Device)
+    device: Device = msgspec.field(default_factory=Device)
     page_url: str | None = None
     # Shopify's X-Shopify-Event-Id / X-Shopify-Triggered-At for webhooks: one merchant action, many deliveries.
-    source_meta: dict[str, str] = field(default_factory=dict)
+    source_meta: dict[str, str] = msgspec.field(default_factory=dict)
     # Names, town and marketing opt-in the shopper gave (sealed at rest; never in logs).
     profile: ProfileFacts | None = None
     # The exact bytes received, kept (sealed) for audit and replay.

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 Json = Mapping[str, Any]
 MAX_LENGTH = 120
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProfileFacts:
+class ProfileFacts(msgspec.Struct, frozen=True, kw_only=True):
     first_name: str | None = None
     last_name: str | None = None
     city: str | None = None

@@ -8,6 +8,8 @@ from decimal import Decimal
 from enum import IntEnum
 from typing import Protocol
 
+import msgspec
+
 from recapture.domain.events import Commerce, Consent, EventKind, Identifier, IdentifierType, Product
 
 DEFAULT_INACTIVITY = timedelta(minutes=30)
@@ -123,7 +125,8 @@ def _cart(cart: Commerce | None, event: SessionEvent) -> Commerce | None:
         for product in commerce.products:
             key = product.variant_id or product.product_id
             earlier = lines.get(key)
-            lines[key] = replace(product, quantity=product.quantity + (earlier.quantity if earlier else 0))
+            quantity = product.quantity + (earlier.quantity if earlier else 0)
+            lines[key] = msgspec.structs.replace(product, quantity=quantity)
         products = tuple(lines.values())
         value = _value(products)
         return Commerce(products=products, value=value, currency=commerce.currency,
@@ -132,7 +135,7 @@ def _cart(cart: Commerce | None, event: SessionEvent) -> Commerce | None:
     if event.kind is EventKind.PRODUCT_REMOVED_FROM_CART and cart and commerce.products:
         removed = {p.variant_id or p.product_id for p in commerce.products}
         kept = tuple(p for p in cart.products if (p.variant_id or p.product_id) not in removed)
-        return replace(cart, products=kept, item_count=sum(p.quantity for p in kept),
+        return msgspec.structs.replace(cart, products=kept, item_count=sum(p.quantity for p in kept),
                        value=_value(kept))
     return cart
 

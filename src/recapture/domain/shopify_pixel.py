@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin
+
+import msgspec
 
 from recapture.domain.attribution import attribution_from_url, attribution_identifiers
 from recapture.domain.events import (
@@ -62,8 +63,7 @@ STANDARD_EVENTS: dict[str, EventKind] = {
 Json = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PixelEnvelope:
+class PixelEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     """The collector's public wire format: one pixel event and what the pixel knew beside it."""
 
     shop: str
@@ -79,8 +79,7 @@ class PixelEnvelope:
     raw: bytes
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestFacts:
+class RequestFacts(msgspec.Struct, frozen=True, kw_only=True):
     received_at: datetime
     ip: str | None
     user_agent: str | None
