@@ -40,6 +40,8 @@ def clean_token(value: object) -> str | None:
     if type(value) is str:
         text = value.strip()
         return text if text and len(text) <= 512 and not is_placeholder(text) else None
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     if isinstance(value, int) and not -_MAX_ID_INT < value < _MAX_ID_INT:
@@ -117,6 +119,8 @@ def decode_klaviyo_cookie(raw: str | None) -> dict[str, object]:
 
 
 def klaviyo_cookie_identifiers(raw: str | None) -> list[Identifier]:
+    if not raw:
+        return []
     cookie = decode_klaviyo_cookie(raw)
     found: list[Identifier] = []
     exchange_id = clean_token(cookie.get("$exchange_id"))
