@@ -25,7 +25,7 @@ class BulkInsert:
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
         self._table = table
         self._columns = tuple(columns)
-        self._compiled: dict[str, tuple[str, bool, tuple[int, ...], tuple[Processor, ...]]] = {}
+        self._compiled: dict[str, tuple[str, bool, tuple[int, ...], tuple[tuple[int, Processor], ...]]] = {}
 
     def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
         """Insert rows given as value sequences in the order of `columns`."""
@@ -37,7 +37,11 @@ class BulkInsert:
             self._copy(conn, encoded)
             return
         if positional:
-            parameters: list[Any] = [tuple(values[i] for i in order) for values in encoded]
+            in_order = order == tuple(range(len(order)))
+            # SQLAlchemy passes tuples (not lists) through to the driver.
+            parameters: list[Any] = (
+                [tuple(values) for values in encoded] if in_order
+                else [tuple([values[i] for i in order]) for values in encoded])
         else:
             parameters = [dict(zip(self._columns, values, strict=True)) for values in encoded]
         conn.exec_driver_sql(sql, parameters)
@@ -56,19 +60,25 @@ class BulkInsert:
             cursor.close()
 
     @staticmethod
-    def _encode(row: Sequence[Any], processors: tuple[Processor, ...]) -> list[Any]:
-        return [value if process is None or value is None else process(value)
-                for value, process in zip(row, processors, strict=True)]
+    def _encode(row: Sequence[Any], processors: tuple[tuple[int, Processor], ...]) -> list[Any]:
+        values = list(row)
+        for index, process in processors:
+            value = values[index]
+            if value is not None:
+                values[index] = process(value)  # type: ignore[misc]
+        return values
 
-    def _compile(self, dialect: Dialect) -> tuple[str, bool, tuple[int, ...], tuple[Processor, ...]]:
+    def _compile(self, dialect: Dialect) -> tuple[str, bool, tuple[int, ...], tuple[tuple[int, Processor], ...]]:
         key = dialect.name
         if key not in self._compiled:
             statement = insert(self._table).values({name: bindparam(name) for name in self._columns})
             compiled = statement.compile(dialect=dialect)
             names = list(compiled.positiontup or ()) if compiled.positional else list(self._columns)
             order = tuple(self._columns.index(name) for name in names)
+            # Only the columns whose type converts values (timestamps, JSON); the others go to the driver as they are.
             processors = tuple(
-                self._table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self._columns
+                (index, process) for index, name in enumerate(self._columns)
+                if (process := self._table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
             )
             self._compiled[key] = (compiled.string, compiled.positional, order, processors)
         return self._compiled[key]
