@@ -73,3 +73,25 @@ def test_a_restarted_service_still_has_every_acknowledged_event(make_settings, r
     fresh = build_runtime(make_settings())
     assert fresh.store.counts().stored == 50
     fresh.engine.dispose()
+
+
+def test_a_large_group_is_stored_whole_with_its_duplicates_told_apart(runtime: Runtime) -> None:
+    """1,234 events in one commit (more than one multi-row INSERT on SQLite, COPY on PostgreSQL), 34 of them sent
+    before: every new one stored once with its identifiers, every repeat reported as a duplicate."""
+    from datetime import UTC, datetime
+
+    from recapture.adapters.http.wire import read_envelope
+    from recapture.domain.shopify_pixel import RequestFacts, normalize_pixel_event
+
+    facts = RequestFacts(received_at=datetime.now(UTC), ip="203.0.113.7", user_agent="test")
+
+    def event(i: int):  # type: ignore[no-untyped-def]
+        raw = json.dumps(envelope(pixel_event(event_id=f"big-{i}", client_id=f"device-{i}"))).encode()
+        return normalize_pixel_event(read_envelope(raw, 1 << 16), facts)  # type: ignore[arg-type]
+
+    assert runtime.store.store([event(i) for i in range(34)]) == [True] * 34
+    outcome = runtime.store.store([event(i) for i in range(1234)])
+    assert outcome == [False] * 34 + [True] * 1200
+    assert runtime.store.counts().stored == 1234
+    pending = runtime.store.pending(2000)
+    assert [p.identifiers[0].value for p in pending] == [f"device-{i}" for i in range(1234)]
