@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,8 +107,9 @@ class Settings(BaseSettings):
             return (init_settings, env_settings)
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=Path(config_path)))
 
-    @property
+    @cached_property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        # Parsed once: every pixel request asks.
         cidrs = [cidr.strip() for cidr in self.trusted_proxies.split(",") if cidr.strip()]
         return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 

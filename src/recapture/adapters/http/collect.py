@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter as Tally
-
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,11 +25,14 @@ log = structlog.get_logger("recapture.collect")
 
 
 def _summary(results: list[ItemResult]) -> dict[str, object]:
-    tally = Tally(r.status for r in results)
+    accepted = duplicates = 0
+    for result in results:
+        accepted += result.status is ItemStatus.ACCEPTED
+        duplicates += result.status is ItemStatus.DUPLICATE
     return {
-        "accepted": tally[ItemStatus.ACCEPTED],
-        "duplicates": tally[ItemStatus.DUPLICATE],
-        "rejected": tally[ItemStatus.REJECTED],
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": len(results) - accepted - duplicates,
         "results": [_item(r) for r in results],
     }
 
@@ -60,26 +61,26 @@ def _single_rejection(item: Rejection) -> Response:
 async def collect_shopify(request: Request, ctx: HttpContext) -> Response:
     metrics = ctx.metrics
     if media_type(request) not in ACCEPTED_MEDIA_TYPES:
-        metrics.rejected.labels(SOURCE, "unsupported_media_type").inc()
+        metrics.child(metrics.rejected, SOURCE, "unsupported_media_type").inc()
         return error_response(415, "unsupported_media_type", "send application/json (or text/plain holding JSON)")
     try:
         body = await read_body(request, ctx.settings.max_request_bytes)
         raw_items, is_batch = split_body(body)
     except BodyTooLargeError as error:
-        metrics.rejected.labels(SOURCE, "payload_too_large").inc()
+        metrics.child(metrics.rejected, SOURCE, "payload_too_large").inc()
         return error_response(413, "payload_too_large", str(error), limit=error.limit)
     except BodyError as error:
-        metrics.rejected.labels(SOURCE, error.code).inc()
+        metrics.child(metrics.rejected, SOURCE, error.code).inc()
         return error_response(400, error.code, str(error))
     items = [read_envelope(raw, ctx.settings.max_envelope_bytes) for raw in raw_items]
-    metrics.received.labels(SOURCE).inc(len(items))
+    metrics.child(metrics.received, SOURCE).inc(len(items))
     if not is_batch:
         only = items[0]
         if isinstance(only, Rejection):
-            metrics.rejected.labels(SOURCE, only.code).inc()
+            metrics.child(metrics.rejected, SOURCE, only.code).inc()
             return _single_rejection(only)
         if not ctx.collector.knows_shop(only.shop):
-            metrics.rejected.labels(SOURCE, "unknown_shop").inc()
+            metrics.child(metrics.rejected, SOURCE, "unknown_shop").inc()
             return error_response(404, "unknown_shop", f"shop {only.shop!r} is not configured", id=only.event_id)
     peer = request.client.host if request.client else None
     ip = client_ip(peer, request.headers.get("x-forwarded-for"), ctx.settings.trusted_networks)
@@ -87,7 +88,7 @@ async def collect_shopify(request: Request, ctx: HttpContext) -> Response:
         results = await ctx.collector.collect_pixel_events(items, ip, request.headers.get("user-agent"))
     except Exception:
         log.exception("storage_failed", source=SOURCE, items=len(items))
-        metrics.rejected.labels(SOURCE, "storage_unavailable").inc(len(items))
+        metrics.child(metrics.rejected, SOURCE, "storage_unavailable").inc(len(items))
         return error_response(503, "storage_unavailable", "events were not stored; retry later")
     _count(ctx, results)
     return json_response(_summary(results), _status_code(results))
@@ -96,11 +97,14 @@ async def collect_shopify(request: Request, ctx: HttpContext) -> Response:
 def _count(ctx: HttpContext, results: list[ItemResult]) -> None:
     # One counter update per distinct outcome, not one per item (a batch of 100 accepted events: one update).
     metrics = ctx.metrics
-    tally = Tally((r.status, (r.error or "rejected") if r.status is ItemStatus.REJECTED else "") for r in results)
+    tally: dict[tuple[ItemStatus, str], int] = {}
+    for r in results:
+        key = (r.status, (r.error or "rejected") if r.status is ItemStatus.REJECTED else "")
+        tally[key] = tally.get(key, 0) + 1
     for (status, reason), count in tally.items():
         if status is ItemStatus.ACCEPTED:
-            metrics.stored.labels(SOURCE).inc(count)
+            metrics.child(metrics.stored, SOURCE).inc(count)
         elif status is ItemStatus.DUPLICATE:
-            metrics.duplicates.labels(SOURCE).inc(count)
+            metrics.child(metrics.duplicates, SOURCE).inc(count)
         else:
-            metrics.rejected.labels(SOURCE, reason).inc(count)
+            metrics.child(metrics.rejected, SOURCE, reason).inc(count)

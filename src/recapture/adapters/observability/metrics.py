@@ -13,6 +13,7 @@ from recapture.application.processing import ProcessingResult
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         self.received = Counter(
             "recapture_events_received", "Events received, before validation", ["source"], registry=self.registry
         )
@@ -65,6 +66,14 @@ class Metrics:
         self.queue_depth = Gauge(
             "recapture_queue_depth", "Work that is due now, per queue", ["queue"], registry=self.registry
         )
+
+    def child(self, family: Counter, *labels: str) -> Counter:
+        """`family.labels(*labels)`, remembered: prometheus_client takes a lock and builds a key on every call."""
+        key = (id(family), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = family.labels(*labels)
+        return found
 
     def record_commit(self, events: int, seconds: float) -> None:
         self.commit_events.observe(events)
