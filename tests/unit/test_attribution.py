@@ -108,3 +108,24 @@ def test_campaign_parameters_are_read_as_the_standard_query_parser_reads_them(pa
     url = "https://shop.example/p?" + "&".join(key + value for key, value in pairs)
     every = query_parameters(url)
     assert campaign_parameters(url) == {k: v for k, v in every.items() if k in (*UTM_KEYS, *CLICK_ID_KEYS)}
+
+
+URL_PIECES = st.sampled_from([
+    "https://shop.example", "http://[::1]", "http://[::1", "/p", "?", "#", "&", "=", "utm_source=a", "fbclid=b",
+    " ", "\t", "\n", "\x00", "%20", "+", "//x", "a:b", "?x#y?z", "é",
+])
+
+
+@settings(max_examples=3000)
+@given(st.one_of(st.lists(URL_PIECES, min_size=1, max_size=12).map("".join), st.text(min_size=1, max_size=80)))
+def test_the_query_is_found_as_urlsplit_finds_it(url: str) -> None:
+    """The shortcut for plain URLs gives exactly urlsplit's query (and None where urlsplit raises)."""
+    from urllib.parse import urlsplit
+
+    from recapture.domain.attribution import _query
+
+    try:
+        expected: str | None = urlsplit(url).query
+    except ValueError:
+        expected = None
+    assert _query(url) == expected

@@ -26,13 +26,24 @@ def query_parameters(url: str | None) -> dict[str, str]:
 _CAMPAIGN_KEYS = frozenset(UTM_KEYS + CLICK_ID_KEYS)
 
 
+def _query(url: str) -> str | None:
+    """`urlsplit(url).query`, or None where urlsplit raises; the plain case without the parser."""
+    if url[0] > " " and url[-1] > " " and "[" not in url and "\n" not in url and "\t" not in url and "\r" not in url:
+        # Nothing for urlsplit to strip and no IPv6 host to check: the query is what follows the first "?"
+        # before the first "#" (property-tested against urlsplit).
+        return url.partition("#")[0].partition("?")[2]
+    try:
+        return urlsplit(url).query
+    except ValueError:
+        return None
+
+
 def campaign_parameters(url: str | None) -> dict[str, str]:
     """The UTM and click-id parameters of a URL, as `query_parameters` gives them, decoding no other parameter."""
     if not url or "?" not in url:
         return {}
-    try:
-        query = urlsplit(url).query
-    except ValueError:
+    query = _query(url)
+    if not query:
         return {}
     found: dict[str, str] = {}
     for pair in query.split("&"):
@@ -60,11 +71,15 @@ def attribution_identifiers(attribution: Attribution) -> list[Identifier]:
     return found
 
 
+_UTM = frozenset(UTM_KEYS)
+
+
 def attribution_from_url(url: str | None) -> Attribution:
     params = campaign_parameters(url)
     if not params:
         return Attribution()
-    return Attribution(
-        utm={key: params[key] for key in UTM_KEYS if key in params},
-        click_ids={key: params[key] for key in CLICK_ID_KEYS if key in params},
-    )
+    utm: dict[str, str] = {}
+    click_ids: dict[str, str] = {}
+    for key, value in params.items():
+        (utm if key in _UTM else click_ids)[key] = value
+    return Attribution(utm=utm, click_ids=click_ids)

@@ -55,8 +55,8 @@ def clean_token(value: object) -> str | None:
 def shopify_numeric_id(value: object) -> str | None:
     """Shopify ids arrive as numbers, strings or GraphQL gids; all mean the same customer."""
     text = clean_token(value)
-    if text is None:
-        return None
+    if text is None or text.isdigit():
+        return text
     match = _SHOPIFY_GID.match(text)
     # gid://shopify/Customer/0 is as unset as a bare 0.
     return clean_token(match.group(1)) if match else text

@@ -243,7 +243,8 @@ def _contact_identifiers(source: Json, default_region: str) -> list[Identifier]:
     return found
 
 
-def identifiers_of(envelope: PixelEnvelope, commerce: Commerce, default_region: str) -> tuple[Identifier, ...]:
+def identifiers_of(envelope: PixelEnvelope, commerce: Commerce, default_region: str) -> list[Identifier]:
+    """Every identifier the envelope holds, repeats included (the caller deduplicates once, with the URL's)."""
     found: list[Identifier] = []
     client_id = clean_token(envelope.client_id)
     if client_id:
@@ -266,7 +267,7 @@ def identifiers_of(envelope: PixelEnvelope, commerce: Commerce, default_region: 
         if value:
             found.append(Identifier(type=kind, value=value))
     found += klaviyo_cookie_identifiers(envelope.cookies.get("__kla_id"))
-    return unique_identifiers(found)
+    return found
 
 
 def consent_of(payload: Json | None) -> Consent | None:
