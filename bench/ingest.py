@@ -14,7 +14,7 @@ Every figure is printed next to the limit it is compared with, both measured in 
                     same generator against the bare endpoint gives the floor it can measure.
 4. batched ingest   `recapture serve`, 100 envelopes per request: events/s; target >= 20,000 (SQLite) /
                     >= 10,000 (PostgreSQL).
-5. raw inserts      the driver's bulk path (COPY / executemany) of the very event rows recapture writes, 100 per
+5. raw inserts      the driver's bulk path (COPY / multi-row INSERT) of the very event rows recapture writes, 100 per
                     transaction, each committed, into the same database with recapture's engine settings: the
                     database's limit; ratio of (4) to it.
 
@@ -397,7 +397,7 @@ def run_open_loop(port: int, rate: float, seconds: float, run_tag: str) -> dict[
 
 
 def raw_insert_rate(database_url: str, seconds: float, batch: int = BATCH) -> dict[str, Any]:
-    """Rows/s of the driver's bulk path into `events` (COPY on PostgreSQL, executemany on SQLite), `batch` rows per
+    """Rows/s of the driver's bulk path into `events` (COPY on PostgreSQL, a multi-row INSERT on SQLite), `batch` rows per
     committed transaction, on recapture's engine settings.
 
     The row is the one recapture itself writes for the benchmark envelope (normalized, sealed), made once; the timed
@@ -651,7 +651,7 @@ def bench_backend(backend: str, database_url: str, args: argparse.Namespace, wor
     # 5. the database's own limit
     raw = raw_insert_rate(database_url, min(seconds, args.raw_seconds))
     print(f"  raw inserts: {raw['rows_per_s']:,.0f} rows/s ({raw['commits_per_s']:,.0f} commits/s of {BATCH} rows, "
-          f"the driver's bulk path into events (COPY on PostgreSQL, executemany on SQLite), same engine settings) over {raw['seconds']:.1f} s")
+          f"the driver's bulk path into events (COPY on PostgreSQL, multi-row INSERT on SQLite), same engine settings) over {raw['seconds']:.1f} s")
     target = BATCH_TARGET[backend]
     rows.append(Row(f"[{backend}] batched ingest ({BATCH}/request), events/s (wrk -c16)", f"{events_per_s:,.0f}",
                     f"{raw['rows_per_s']:,.0f} raw rows/s", f"{events_per_s / raw['rows_per_s']:.0%}",
