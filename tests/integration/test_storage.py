@@ -95,6 +95,18 @@ def test_a_large_group_is_stored_whole_with_its_duplicates_told_apart(runtime: R
     assert runtime.store.counts().stored == 1234
     pending = runtime.store.pending(2000)
     assert [p.identifiers[0].value for p in pending] == [f"device-{i}" for i in range(1234)]
+    assert pending[0].commerce == event(0).commerce  # the body's JSON read back as written
+    assert pending[0].occurred_at == event(0).occurred_at
+    # Processing them writes their 1,234 identifier rows in one bulk insert (COPY on PostgreSQL).
+    runtime.store.mark_processed([p.id for p in pending], datetime.now(UTC))
+    from sqlalchemy import func, select
+
+    from recapture.adapters.storage.schema import event_identifiers, events
+    with runtime.engine.connect() as conn:
+        values = set(conn.execute(select(event_identifiers.c.value)).scalars())
+        waiting = conn.execute(select(func.count()).where(events.c.sealed_identifiers.is_not(None))).scalar_one()
+    assert values == {f"device-{i}" for i in range(1234)}
+    assert waiting == 0
 
 
 def test_a_pixel_event_row_stays_whole_on_postgresql(client: TestClient, runtime: Runtime) -> None:

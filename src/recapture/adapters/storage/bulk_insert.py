@@ -12,8 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert
+import msgspec
+from psycopg.types.json import set_json_dumps
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, LargeBinary, String, Table, bindparam, insert
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 Processor = Callable[[Any], Any] | None
 # COPY takes three round trips (start, data, end) where psycopg's pipelined executemany takes one: it pays off only
@@ -21,6 +25,27 @@ Processor = Callable[[Any], Any] | None
 COPY_FROM_ROWS = 32
 # Rows per multi-row INSERT on SQLite: 500 rows of 16 columns stay far below its 32,766 bound parameters.
 MULTIROW_CHUNK = 500
+_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
+# Most specific first: JSONB before JSON (a subclass of it), BigInteger before Integer.
+_COPY_TYPES: tuple[tuple[type[TypeEngine[Any]], str], ...] = (
+    (postgresql.JSONB, "jsonb"), (postgresql.JSON, "json"), (DateTime, "timestamptz"), (LargeBinary, "bytea"),
+    (BigInteger, "int8"), (Integer, "int4"), (Float, "float8"), (Boolean, "bool"), (String, "text"),
+)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return msgspec.json.encode(value)
+
+
+def _postgresql_type(column_type: TypeEngine[Any]) -> str:
+    """The name psycopg knows for a column's PostgreSQL type, for a binary COPY."""
+    impl = column_type.dialect_impl(_POSTGRESQL)
+    if isinstance(impl, TypeDecorator):
+        impl = impl.impl_instance
+    for kind, name in _COPY_TYPES:
+        if isinstance(impl, kind):
+            return name
+    raise TypeError(f"no binary COPY type for {column_type!r}")
 
 
 class BulkInsert:
@@ -29,16 +54,17 @@ class BulkInsert:
         self._columns = tuple(columns)
         self._compiled: dict[str, tuple[str, bool, tuple[int, ...], tuple[tuple[int, Processor], ...]]] = {}
         self._multirow_sql: dict[tuple[str, int], str] = {}
+        self._copy_types: list[str] | None = None
 
     def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
         """Insert rows given as value sequences in the order of `columns`."""
         if not rows:
             return
+        if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
+            self._copy(conn, rows)
+            return
         sql, positional, order, processors = self._compile(conn.dialect)
         encoded = [self._encode(row, processors) for row in rows]
-        if conn.dialect.name == "postgresql" and len(encoded) >= COPY_FROM_ROWS:
-            self._copy(conn, encoded)
-            return
         if conn.dialect.name == "sqlite":
             self._multirow(conn, [[values[i] for i in order] for values in encoded], sql.split(" VALUES ")[0])
             return
@@ -66,18 +92,28 @@ class BulkInsert:
                 sql = self._multirow_sql[key] = f"{into} VALUES " + ", ".join([one] * len(chunk))
             conn.exec_driver_sql(sql, tuple([value for row in chunk for value in row]))
 
-    def _copy(self, conn: Connection, rows: list[list[Any]]) -> None:
+    def _copy(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
         # PostgreSQL's COPY: one statement streaming every row, faster than both an executemany of prepared INSERTs
         # and a multi-row INSERT (which psycopg would parse anew for each group size). A duplicate key fails the
         # whole COPY like any INSERT would: the caller then settles the batch one event at a time.
+        # Binary format, each column's PostgreSQL type given: psycopg's C dumpers take the values as they are
+        # (bytes stay bytes instead of becoming hex text for PostgreSQL to decode again, aware datetimes go as
+        # timestamptz), and JSON goes through msgspec; no SQLAlchemy processor runs.
         columns = ", ".join(self._columns)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            with cursor.copy(f"COPY {self._table.name} ({columns}) FROM STDIN") as copy:
+            set_json_dumps(_json_bytes, context=cursor)
+            with cursor.copy(f"COPY {self._table.name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(self._postgresql_types())
                 for row in rows:
                     copy.write_row(row)
         finally:
             cursor.close()
+
+    def _postgresql_types(self) -> list[str]:
+        if self._copy_types is None:
+            self._copy_types = [_postgresql_type(self._table.c[name].type) for name in self._columns]
+        return self._copy_types
 
     @staticmethod
     def _encode(row: Sequence[Any], processors: tuple[tuple[int, Processor], ...]) -> list[Any]:
