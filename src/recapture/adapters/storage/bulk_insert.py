@@ -9,8 +9,8 @@ dicts: the same SQL and the same stored values, a fraction of the work.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 from psycopg.types.json import set_json_dumps
@@ -48,6 +48,13 @@ def _postgresql_type(column_type: TypeEngine[Any]) -> str:
     raise TypeError(f"no binary COPY type for {column_type!r}")
 
 
+T = TypeVar("T")
+
+
+def _as_row(item: Any) -> Sequence[Any]:
+    return item  # type: ignore[no-any-return]
+
+
 class BulkInsert:
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
         self._table = table
@@ -56,15 +63,20 @@ class BulkInsert:
         self._multirow_sql: dict[tuple[str, int], str] = {}
         self._copy_types: list[str] | None = None
 
-    def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert rows given as value sequences in the order of `columns`."""
-        if not rows:
+    def execute(
+        self, conn: Connection, items: Sequence[T], row_of: Callable[[T], Sequence[Any]] = _as_row,
+    ) -> None:
+        """Insert one row per item, `row_of(item)` giving its values in the order of `columns`.
+
+        With COPY the rows are made while the previous ones stream to PostgreSQL, which stores them meanwhile.
+        """
+        if not items:
             return
-        if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
-            self._copy(conn, rows)
+        if conn.dialect.name == "postgresql" and len(items) >= COPY_FROM_ROWS:
+            self._copy(conn, map(row_of, items))
             return
         sql, positional, order, processors = self._compile(conn.dialect)
-        encoded = [self._encode(row, processors) for row in rows]
+        encoded = [self._encode(row_of(item), processors) for item in items]
         if conn.dialect.name == "sqlite":
             self._multirow(conn, [[values[i] for i in order] for values in encoded], sql.split(" VALUES ")[0])
             return
@@ -92,7 +104,7 @@ class BulkInsert:
                 sql = self._multirow_sql[key] = f"{into} VALUES " + ", ".join([one] * len(chunk))
             conn.exec_driver_sql(sql, tuple([value for row in chunk for value in row]))
 
-    def _copy(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+    def _copy(self, conn: Connection, rows: Iterable[Sequence[Any]]) -> None:
         # PostgreSQL's COPY: one statement streaming every row, faster than both an executemany of prepared INSERTs
         # and a multi-row INSERT (which psycopg would parse anew for each group size). A duplicate key fails the
         # whole COPY like any INSERT would: the caller then settles the batch one event at a time.

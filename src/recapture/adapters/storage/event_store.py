@@ -148,7 +148,7 @@ class SqlEventStore:
     def _insert(self, conn: Connection, fresh: list[CanonicalEvent]) -> None:
         # One row per event, identifiers sealed inside it: their keyed-hash rows cost more than the event row and
         # are needed only by processing and erasure, which index them first (`_index`).
-        _INSERT_EVENTS.execute(conn, [self._event_row(e) for e in fresh])
+        _INSERT_EVENTS.execute(conn, fresh, self._event_row)
 
     def _event_row(self, event: CanonicalEvent) -> tuple[Any, ...]:
         return (
