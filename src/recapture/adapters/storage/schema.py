@@ -104,7 +104,11 @@ events = Table(
     postgresql_with={"toast_tuple_target": 8160},
 )
 Index("ix_events_shop_occurred", events.c.shop, events.c.occurred_at)
-Index("ix_events_person", events.c.person_id, events.c.occurred_at)
+# Only resolved events: ingest inserts every event unresolved, and an index entry for each NULL was pure cost.
+Index(
+    "ix_events_person", events.c.person_id, events.c.occurred_at,
+    sqlite_where=events.c.person_id.is_not(None), postgresql_where=events.c.person_id.is_not(None),
+)
 Index(
     "ix_events_unprocessed",
     events.c.id,
