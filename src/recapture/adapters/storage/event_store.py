@@ -170,17 +170,19 @@ class SqlEventStore:
 
     def _index(self, conn: Connection, *where: Any) -> None:
         """Write the identifier rows of the not yet indexed events matching `where`, and mark them indexed."""
+        for chunk in _chunks(self._write_identifier_rows(conn, *where)):
+            conn.execute(update(events).where(events.c.id.in_(chunk)).values(sealed_identifiers=None))
+
+    def _write_identifier_rows(self, conn: Connection, *where: Any) -> list[int]:
+        """The identifier rows of the not yet indexed events matching `where`; their ids, for the caller to mark."""
         query = select(events.c.id, events.c.shop, events.c.sealed_identifiers).where(
             *where, events.c.sealed_identifiers.is_not(None))
         rows = conn.execute(query).all()
-        if not rows:
-            return
         _INSERT_IDENTIFIERS.execute(conn, [
             self._identifier_row(row.shop, row.id, identifier)
             for row in rows for identifier in self._open_identifiers(row.sealed_identifiers)
         ])
-        for chunk in _chunks([row.id for row in rows]):
-            conn.execute(update(events).where(events.c.id.in_(chunk)).values(sealed_identifiers=None))
+        return [row.id for row in rows]
 
     def _identifier_row(self, shop: str, event_id: int, identifier: Identifier) -> tuple[Any, ...]:
         contact = identifier.is_contact
@@ -237,13 +239,15 @@ class SqlEventStore:
         # Every processed event is indexed: erasure finds processed events through event_identifiers alone.
         with self._tx.begin() as conn:
             for chunk in _chunks(ids):
-                self._index(conn, events.c.id.in_(chunk))
-                conn.execute(update(events).where(events.c.id.in_(chunk)).values(processed_at=at))
+                self._write_identifier_rows(conn, events.c.id.in_(chunk))
+                conn.execute(update(events).where(events.c.id.in_(chunk))
+                             .values(processed_at=at, sealed_identifiers=None))
 
     def set_aside(self, event_id: int, at: datetime, reason: str) -> None:
         with self._tx.begin() as conn:
-            self._index(conn, events.c.id == event_id)
-            conn.execute(update(events).where(events.c.id == event_id).values(processed_at=at, processing_error=reason))
+            self._write_identifier_rows(conn, events.c.id == event_id)
+            conn.execute(update(events).where(events.c.id == event_id)
+                         .values(processed_at=at, processing_error=reason, sealed_identifiers=None))
 
     def counts(self) -> EventCounts:
         with self._tx.begin() as conn:
