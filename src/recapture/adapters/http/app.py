@@ -31,7 +31,7 @@ def build_app(ctx: HttpContext, clock: object, lifespan: Lifespan | None = None)
         if request.method == "OPTIONS":
             return preflight(request, allowed)
         if origin_refused(request, allowed):
-            ctx.metrics.rejected.labels(PIXEL_SOURCE, "origin_not_allowed").inc()
+            ctx.metrics.child(ctx.metrics.rejected, PIXEL_SOURCE, "origin_not_allowed").inc()
             return error_response(403, "origin_not_allowed", "this origin is not a configured shop origin")
         response = await collect_shopify(request, ctx)
         response.headers.update(cors_headers(request.headers.get("origin"), allowed))

@@ -33,7 +33,7 @@ def signature_matches(body: bytes, signature: str, shop: ShopSettings) -> bool:
 
 
 def _reject(ctx: HttpContext, status: int, code: str, message: str) -> Response:
-    ctx.metrics.rejected.labels(SOURCE, code).inc()
+    ctx.metrics.child(ctx.metrics.rejected, SOURCE, code).inc()
     return error_response(status, code, message)
 
 
@@ -43,7 +43,7 @@ async def shopify_webhook(request: Request, ctx: HttpContext) -> Response:
         body = await read_body(request, MAX_WEBHOOK_BYTES)
     except BodyTooLargeError as error:
         return _reject(ctx, 413, "payload_too_large", str(error))
-    ctx.metrics.received.labels(SOURCE).inc()
+    ctx.metrics.child(ctx.metrics.received, SOURCE).inc()
     shop = ctx.shops.get(headers.get("x-shopify-shop-domain", "").strip().lower())
     if shop is None:
         return _reject(ctx, 404, "unknown_shop", "X-Shopify-Shop-Domain names no configured shop")
@@ -70,7 +70,7 @@ async def shopify_webhook(request: Request, ctx: HttpContext) -> Response:
         log.exception("storage_failed", source=SOURCE, topic=delivery.topic)
         return _reject(ctx, 503, "storage_unavailable", "not stored; Shopify will retry")
     if result.status is ItemStatus.DUPLICATE:
-        ctx.metrics.duplicates.labels(SOURCE).inc()
+        ctx.metrics.child(ctx.metrics.duplicates, SOURCE).inc()
     else:
-        ctx.metrics.stored.labels(SOURCE).inc()
+        ctx.metrics.child(ctx.metrics.stored, SOURCE).inc()
     return json_response({"status": result.status.value, "id": result.id, "topic": delivery.topic})
