@@ -16,9 +16,8 @@ MAX_PARAMETER_LENGTH = 512
 def query_parameters(url: str | None) -> dict[str, str]:
     if not url or "?" not in url:  # most page URLs carry no query: skip the parser (a third of normalizing)
         return {}
-    try:
-        query = urlsplit(url).query
-    except ValueError:
+    query = _query(url)
+    if not query:
         return {}
     return {key: value for key, value in parse_qsl(query) if value and len(value) <= MAX_PARAMETER_LENGTH}
 
